@@ -1,0 +1,27 @@
+# lookright: prepare data -> pretrain (tiny base) -> SFT -> GRPO -> decode -> evaluate -> report.
+# Thin on purpose: the rules live in rules/, the logic in src/lookright/ (called through its CLI).
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/prepare_data.smk"
+include: "rules/pretrain.smk"
+include: "rules/sft.smk"
+
+
+onstart:
+    shell(f"lookright tracking-init --results-dir {RESULTS} {TRACKING_ARGS}")
+
+
+rule all:
+    input:
+        get_final_outputs(),
+    default_target: True

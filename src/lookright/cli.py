@@ -1,0 +1,161 @@
+"""``lookright``: one subcommand per pipeline stage, plus ``explain`` and ``tracking-init``.
+
+Rules in ``rules/*.smk`` call these; each reads its stage's config (JSON from the rule, or
+YAML files, merged over typed defaults), reads/writes Parquet, and logs one MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lookright.config import ConfigError
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def _stage_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text)
+    parser.add_argument(
+        "--config-json", action="append", default=[], metavar="JSON",
+        help="stage config as JSON (repeatable; later ones win)",
+    )
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="YAML", type=Path,
+        help="stage config YAML file(s), merged before --config-json",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder of the stage")
+    parser.add_argument(
+        "--results-dir", default=Path("results"), type=Path,
+        help="results root (holds the default MLflow store, results/mlflow.db)",
+    )
+    parser.add_argument(
+        "--tag", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+        help="extra MLflow tag (e.g. snakemake.rule=sft); repeatable",
+    )
+    parser.add_argument(
+        "--upstream", action="append", default=[], type=_key_value, metavar="STAGE=RUN_JSON",
+        help="an upstream stage's run.json, recorded as a tag; repeatable",
+    )
+    return parser
+
+
+def _load(schema, args):
+    from lookright.config import load_stage_config
+
+    return load_stage_config(schema, *args.config, *args.config_json)
+
+
+def cmd_prepare_data(args) -> int:
+    from lookright.config import PrepareDataConfig
+    from lookright.data.prepare import prepare
+    from lookright.stage import stage_execution
+
+    cfg = _load(PrepareDataConfig, args)
+    with stage_execution("prepare_data", cfg, out_dir=args.out, results_dir=args.results_dir,
+                         tags=dict(args.tag)) as run:
+        summary = prepare(cfg.data, args.out)
+        run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
+        for name in ("summary.json", "rejected.parquet"):
+            run.log_artifact(Path(args.out) / name)
+    print(f"prepare_data: {summary['n_images']} images, {summary['n_samples']} samples, "
+          f"{summary['n_rejected']} rejected -> {args.out}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from lookright.config import PretrainConfig
+    from lookright.stage import stage_execution
+    from lookright.train.pretrain import run_pretrain
+
+    cfg = _load(PretrainConfig, args)
+    with stage_execution("pretrain", cfg, out_dir=args.out, results_dir=args.results_dir,
+                         tags=dict(args.tag), upstream=dict(args.upstream), resume=True) as run:
+        metrics = run_pretrain(cfg, args.data, args.out, run)
+        run.log_artifact(Path(args.out) / "metrics.json")
+        run.log_artifact(Path(args.out) / "val_predictions.parquet")
+        run.set_tags({"lookright.checkpoint": str((Path(args.out) / "model").resolve())})
+    print(f"pretrain: held-out VQA accuracy {metrics['val_vqa_accuracy']:.3f} -> {args.out}/model")
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from lookright.config import SftConfig
+    from lookright.stage import stage_execution
+    from lookright.train.sft import run_sft
+
+    cfg = _load(SftConfig, args)
+    with stage_execution("sft", cfg, out_dir=args.out, results_dir=args.results_dir,
+                         tags=dict(args.tag), upstream=dict(args.upstream), resume=True) as run:
+        metrics = run_sft(cfg, args.base, args.data, args.out, run)
+        run.log_artifact(Path(args.out) / "metrics.json")
+        run.log_artifact(Path(args.out) / "val_predictions.parquet")
+        run.set_tags({"lookright.checkpoint": str((Path(args.out) / "model").resolve())})
+    print(f"sft: held-out VQA accuracy {metrics['val_vqa_accuracy']:.3f}, "
+          f"format rate {metrics['val_format_rate']:.3f} -> {args.out}/model")
+    return 0
+
+
+def cmd_tracking_init(args) -> int:
+    from lookright import tracking
+
+    uri = tracking.resolve_tracking_uri(args.tracking_uri, args.results_dir)
+    tracking.init_store(uri, args.experiment)
+    print(f"MLflow store ready: {uri} (experiment {args.experiment!r})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lookright", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    prep = _stage_parser(sub, "prepare-data", "build the images/samples/rejected tables")
+    prep.set_defaults(func=cmd_prepare_data)
+
+    pre = _stage_parser(sub, "pretrain", "train a tiny base VLM from scratch")
+    pre.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
+    pre.set_defaults(func=cmd_pretrain)
+
+    sft = _stage_parser(sub, "sft", "supervised fine-tuning on the CoT format")
+    sft.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
+    sft.add_argument("--base", required=True, help="base checkpoint folder or hub id")
+    sft.set_defaults(func=cmd_sft)
+
+    init = sub.add_parser("tracking-init", help="create/migrate the MLflow store once")
+    init.add_argument("--results-dir", default=Path("results"), type=Path)
+    init.add_argument("--tracking-uri", default=None)
+    init.add_argument("--experiment", default="lookright")
+    init.set_defaults(func=cmd_tracking_init)
+
+    try:
+        from lookright.saliency.explain import add_explain_arguments, explain_main
+    except ImportError:  # saliency engine not installed in this build
+        pass
+    else:
+        explain = sub.add_parser("explain", help="saliency maps for one image + question")
+        add_explain_arguments(explain)
+        explain.set_defaults(func=explain_main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"lookright {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Typed stage configurations (OmegaConf structured configs).
+
+The Snakemake config (``config/config.yaml``, documented key by key in ``config/README.md``)
+holds one section per stage. Each rule hands its stage the sections it reads as JSON; the CLI
+merges that over the dataclass defaults below, so a misspelt key or a wrong type fails with
+a message naming the key, before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A stage configuration is invalid; the message names the key and what is valid."""
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None
+    experiment: str = "lookright"
+
+
+@dataclass
+class BiasSection:
+    shape: str = "triangle"
+    color: str = "red"
+    fraction: float = 0.0
+
+
+@dataclass
+class ShapesSection:
+    seed: int = 0
+    image_size: int = 112
+    grid: int = 4
+    layout: str = "grid"
+    min_objects: int = 2
+    max_objects: int = 4
+    n_train: int = 2500
+    n_val: int = 200
+    n_test: int = 300
+    noise_std: float = 12.0
+    human_map_size: int = 28
+    bias: BiasSection = field(default_factory=BiasSection)
+
+
+@dataclass
+class DataSection:
+    source: str = "shapes"
+    max_rejected_fraction: float = 0.05
+    shapes: ShapesSection = field(default_factory=ShapesSection)
+    real: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class PrepareDataConfig:
+    seed: int = 0
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    data: DataSection = field(default_factory=DataSection)
+
+
+@dataclass
+class TinyModelSection:
+    text_hidden: int = 128
+    text_layers: int = 4
+    text_heads: int = 4
+    text_kv_heads: int = 4
+    text_intermediate: int = 512
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    vision_intermediate: int = 128
+
+
+@dataclass
+class ModelSection:
+    name: str = "model"
+    family: str = "qwen2_5_vl"
+    base: str = "pretrain"
+
+
+@dataclass
+class PretrainSection:
+    tiny: TinyModelSection = field(default_factory=TinyModelSection)
+    vocab_size: int = 512
+    freeze_vision: bool = True
+    steps: int = 600
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    answer_template: str = "The {shape} {answer}"
+    task_mix: list[str] = field(default_factory=lambda: ["vqa", "pope", "caption"])
+    eval_samples: int = 200
+    min_accuracy: float = 0.0
+    save_steps: int = 200
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    pretrain: PretrainSection = field(default_factory=PretrainSection)
+
+
+@dataclass
+class LoraSection:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+
+
+@dataclass
+class SftSection:
+    steps: int = 200
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-4
+    lora: LoraSection = field(default_factory=LoraSection)
+    task_mix: list[str] = field(default_factory=lambda: ["vqa", "pope", "caption"])
+    save_steps: int = 50
+    eval_samples: int = 200
+    max_new_tokens: int = 48
+    logging_steps: int = 10
+
+
+@dataclass
+class SftConfig:
+    seed: int = 0
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    sft: SftSection = field(default_factory=SftSection)
+
+
+def load_stage_config(schema: type[T], *sources: str | Path | dict | None) -> T:
+    """Merge JSON strings, YAML files or dicts over ``schema``'s defaults; validate.
+
+    Unknown keys and wrong types raise :class:`ConfigError` naming the key.
+    """
+    merged: DictConfig = OmegaConf.structured(schema)
+    for source in sources:
+        if source is None:
+            continue
+        if isinstance(source, dict):
+            layer = OmegaConf.create(source)
+        elif isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{")):
+            layer = OmegaConf.load(source)
+        else:
+            layer = OmegaConf.create(json.loads(source))
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{schema.__name__}: {error}".replace("\n", "; ")) from None
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)  # type: ignore[return-value]
+
+
+def config_hash(config: Any) -> str:
+    """First 16 hex digits of the SHA-256 of the canonical JSON of ``config``."""
+    canonical = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Training stages: ``pretrain`` (tiny base VLMs from scratch), ``sft`` and ``grpo``."""

@@ -1,0 +1,107 @@
+"""Pieces shared by the training stages: MLflow logging, checkpoints, held-out accuracy."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from lookright.models.base import VLMAdapter
+from lookright.train.datasets import decode_png
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+class MlflowStepLogger(TrainerCallback):
+    """Send the trainer's logs to the stage's MLflow run, step by step.
+
+    Also stops training on a non-finite loss (raising after the trainer returns would
+    save a poisoned checkpoint first).
+    """
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.last_time = time.perf_counter()
+        self.last_step = 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        numeric = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
+        now = time.perf_counter()
+        if state.global_step > self.last_step:
+            numeric["step_time_s"] = (now - self.last_time) / (state.global_step - self.last_step)
+        self.last_time, self.last_step = now, state.global_step
+        loss = numeric.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite training loss {loss} at step {state.global_step}; the last good "
+                f"checkpoint in {args.output_dir} is kept (lower the learning rate?)"
+            )
+        self.run.log_metrics(numeric, step=state.global_step)
+
+
+def last_checkpoint(checkpoint_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` folder to resume from, or None."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if not checkpoint_dir.is_dir():
+        return None
+    return get_last_checkpoint(str(checkpoint_dir))
+
+
+def checkpoint_step(checkpoint: str | None) -> int:
+    """The global step of a ``checkpoint-N`` folder (0 for None)."""
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+
+
+def freeze_vision_encoder(model: torch.nn.Module, adapter: VLMAdapter) -> int:
+    """Freeze the vision encoder (patch embedding + blocks), keep the merger/projector.
+
+    Returns the number of frozen parameters. At random init the encoder's features already
+    separate shape and colour; training them on the shapes task destroyed shape information.
+    """
+    tower = adapter.vision_tower(model)
+    frozen = 0
+    for name, parameter in tower.named_parameters():
+        if not name.startswith("merger."):
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
+
+
+@torch.no_grad()
+def greedy_answers(
+    model: torch.nn.Module,
+    processor: Any,
+    adapter: VLMAdapter,
+    rows: Sequence[dict],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 64,
+    desc: str = "generate",
+) -> list[str]:
+    """Greedy completions for rows with ``image_png`` and ``question``."""
+    model.eval()
+    tokenizer = processor.tokenizer
+    answers: list[str] = []
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, leave=False):
+        batch = rows[start : start + batch_size]
+        encoded = adapter.encode(
+            processor, [decode_png(r["image_png"]) for r in batch], [r["question"] for r in batch]
+        )
+        inputs = encoded.inputs.to(model.device)
+        output = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        answers += [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    return answers

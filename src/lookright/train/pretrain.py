@@ -1,0 +1,159 @@
+"""Stage ``pretrain``: train a tiny base VLM of one family from scratch on the shapes data.
+
+Real users start from a pretrained VLM; the embedded default has no weights to download, so
+lookright trains its own tiny base the same way (TRL's SFTTrainer, full training) and
+records its held-out accuracy. The recipe that works on 2 CPU cores (see config/README.md):
+one object per 28-px grid cell (= one merged visual token), an answer that names the shape
+before the colour (``The {shape} {color}``), the vision encoder frozen at its random init,
+text 128 x 4 layers, AdamW 1e-3, batch 32.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+from trl import SFTConfig, SFTTrainer
+
+from lookright.config import PretrainConfig
+from lookright.eval.accuracy import accuracy
+from lookright.io import write_rows
+from lookright.models import get_adapter
+from lookright.models.base import TinySize
+from lookright.models.tokenizer import train_tokenizer
+from lookright.train.common import (
+    MlflowStepLogger,
+    freeze_vision_encoder,
+    greedy_answers,
+    checkpoint_step,
+    last_checkpoint,
+)
+from lookright.train.datasets import conversational_dataset, load_samples
+
+SUBJECT = re.compile(r"(\w+)\?\s*$")
+PREDICTIONS = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("task", pa.string()),
+        ("question", pa.string()),
+        ("reference", pa.string()),
+        ("prediction", pa.string()),
+        ("correct", pa.bool_()),
+    ]
+)
+
+
+def pretrain_target(row: dict, template: str) -> str:
+    """The base model's target: VQA answers through ``template``, other tasks verbatim.
+
+    ``{subject}`` is the question's last word ("What color is the star?" -> "star") and
+    ``{answer}`` the reference answer.
+    """
+    if row["task"] != "vqa":
+        return row["answer"]
+    match = SUBJECT.search(row["question"])
+    subject = match.group(1) if match else ""
+    return template.format(subject=subject, shape=subject, answer=row["answer"])
+
+
+def tokenizer_corpus(table: pa.Table, template: str) -> list[str]:
+    rows = table.select(["task", "question", "answer", "cot"]).to_pylist()
+    corpus = [r["question"] for r in rows] + [r["answer"] for r in rows]
+    corpus += [r["cot"] for r in rows if r["cot"]]
+    corpus += [pretrain_target(r, template) for r in rows if r["task"] == "vqa"]
+    return corpus
+
+
+def build_base(cfg: PretrainConfig, train: pa.Table, image_size: int):
+    adapter = get_adapter(cfg.model.family)
+    corpus = tokenizer_corpus(train, cfg.pretrain.answer_template)
+    tokenizer = train_tokenizer(corpus, adapter.chat_format, cfg.pretrain.vocab_size)
+    size = TinySize(**vars(cfg.pretrain.tiny))
+    torch.manual_seed(cfg.seed)
+    model, processor = adapter.build_tiny(tokenizer, size, image_size)
+    return adapter, model, processor
+
+
+def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path, run: Any) -> dict:
+    """Train, save ``out_dir/model`` and evaluate held-out VQA accuracy (val split)."""
+    section = cfg.pretrain
+    out_dir = Path(out_dir)
+    train = load_samples(data_dir, "train", tuple(section.task_mix))
+    image_size = int(train["width"][0].as_py())
+    adapter, model, processor = build_base(cfg, train, image_size)
+    frozen = freeze_vision_encoder(model, adapter) if section.freeze_vision else 0
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    run.log_params({"n_parameters": sum(p.numel() for p in model.parameters()),
+                    "n_trainable": trainable, "n_frozen": frozen, "n_train_samples": train.num_rows})
+    dataset = conversational_dataset(train, lambda r: pretrain_target(r, section.answer_template))
+    checkpoints = out_dir / "checkpoints"
+    args = SFTConfig(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=section.batch_size,
+        learning_rate=section.learning_rate,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_steps=section.steps,
+        logging_steps=max(1, min(20, section.steps // 10)),
+        save_steps=section.save_steps,
+        save_total_limit=2,
+        seed=cfg.seed,
+        report_to=[],
+        max_length=None,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+        callbacks=[MlflowStepLogger(run)],
+    )
+    resume = last_checkpoint(checkpoints)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - started
+    model_dir = out_dir / "model"
+    trainer.model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    metrics = evaluate_base(cfg, trainer.model, processor, adapter, data_dir, out_dir)
+    metrics |= {"train_seconds": train_seconds, "resumed_from_step": checkpoint_step(resume)}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    if metrics["val_vqa_accuracy"] < section.min_accuracy:
+        raise RuntimeError(
+            f"pretrain: held-out VQA accuracy {metrics['val_vqa_accuracy']:.3f} is below "
+            f"pretrain.min_accuracy={section.min_accuracy} (raise pretrain.steps?)"
+        )
+    return metrics
+
+
+def evaluate_base(cfg, model, processor, adapter, data_dir, out_dir) -> dict[str, float]:
+    """Held-out accuracy: greedy generation vs the pretrain target, exact match."""
+    section = cfg.pretrain
+    val = load_samples(data_dir, "val", tuple(section.task_mix)).to_pylist()
+    by_task: dict[str, list[dict]] = {}
+    for row in val:
+        by_task.setdefault(row["task"], []).append(row)
+    metrics: dict[str, float] = {}
+    records = []
+    for task, rows in sorted(by_task.items()):
+        rows = rows[: section.eval_samples]
+        references = [pretrain_target(r, section.answer_template) for r in rows]
+        max_new = 48 if task == "caption" else 12
+        predictions = greedy_answers(model, processor, adapter, rows, max_new_tokens=max_new)
+        metrics[f"val_{task}_accuracy"] = accuracy(predictions, references)
+        records += [
+            {"sample_id": r["sample_id"], "task": task, "question": r["question"],
+             "reference": ref, "prediction": pred, "correct": pred.strip() == ref}
+            for r, ref, pred in zip(rows, references, predictions, strict=True)
+        ]
+    write_rows(records, PREDICTIONS, Path(out_dir) / "val_predictions.parquet")
+    return metrics
+

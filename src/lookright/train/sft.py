@@ -1,0 +1,132 @@
+"""Stage ``sft``: supervised fine-tuning on the chain-of-thought format (TRL SFTTrainer).
+
+Starts from the base model (the ``pretrain`` output on the embedded default, a real
+checkpoint or hub id on clusters) and teaches ``<think>...</think>answer`` on the VQA
+samples that have a CoT target (other tasks keep their plain answers). Full fine-tuning or
+PEFT LoRA (``sft.lora.enabled``; the adapter is merged into the saved model so every later
+stage loads a plain checkpoint). Re-running after a kill resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig
+from trl import SFTConfig, SFTTrainer
+
+from lookright.config import SftConfig
+from lookright.eval.accuracy import accuracy
+from lookright.io import write_rows
+from lookright.models import load_model
+from lookright.train.common import (
+    MlflowStepLogger,
+    checkpoint_step,
+    greedy_answers,
+    last_checkpoint,
+)
+from lookright.train.datasets import conversational_dataset, load_samples
+from lookright.train.pretrain import PREDICTIONS
+
+
+def sft_target(row: dict) -> str:
+    """The CoT target when the sample has one, else the plain answer."""
+    return row["cot"] or row["answer"]
+
+
+def has_think_format(text: str) -> bool:
+    """Exactly one ``<think>`` and one ``</think>``, in that order, both parts non-empty."""
+    if text.count("<think>") != 1 or text.count("</think>") != 1:
+        return False
+    before, _, rest = text.partition("<think>")
+    thought, _, answer = rest.partition("</think>")
+    return not before.strip() and bool(thought.strip()) and bool(answer.strip())
+
+
+def lora_config(cfg: SftConfig) -> LoraConfig | None:
+    lora = cfg.sft.lora
+    if not lora.enabled:
+        return None
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def run_sft(
+    cfg: SftConfig, base: str, data_dir: str | Path, out_dir: str | Path, run: Any
+) -> dict[str, Any]:
+    section = cfg.sft
+    out_dir = Path(out_dir)
+    loaded = load_model(base, family=cfg.model.family if cfg.model.base != "pretrain" else None)
+    model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
+    train = load_samples(data_dir, "train", tuple(section.task_mix))
+    dataset = conversational_dataset(train, sft_target)
+    checkpoints = out_dir / "checkpoints"
+    args = SFTConfig(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=section.batch_size,
+        gradient_accumulation_steps=section.gradient_accumulation_steps,
+        learning_rate=section.learning_rate,
+        max_steps=section.steps,
+        logging_steps=section.logging_steps,
+        save_steps=section.save_steps,
+        save_total_limit=2,
+        seed=cfg.seed,
+        report_to=[],
+        max_length=None,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=lora_config(cfg),
+        callbacks=[MlflowStepLogger(run)],
+    )
+    resume = last_checkpoint(checkpoints)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - started
+    trained = trainer.model
+    if section.lora.enabled:
+        trained = trained.merge_and_unload()
+    model_dir = out_dir / "model"
+    trained.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    metrics = evaluate_sft(cfg, trained, processor, adapter, data_dir, out_dir)
+    metrics |= {"train_seconds": train_seconds, "resumed_from_step": checkpoint_step(resume)}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    return metrics
+
+
+def evaluate_sft(cfg: SftConfig, model, processor, adapter, data_dir, out_dir) -> dict[str, float]:
+    """Held-out VQA accuracy (answer after ``</think>``) and the rate of well-formed outputs."""
+    rows = load_samples(data_dir, "val", ("vqa",)).to_pylist()[: cfg.sft.eval_samples]
+    predictions = greedy_answers(
+        model, processor, adapter, rows, max_new_tokens=cfg.sft.max_new_tokens, desc="val"
+    )
+    references = [r["answer"] for r in rows]
+    records = [
+        {"sample_id": r["sample_id"], "task": "vqa", "question": r["question"],
+         "reference": r["answer"], "prediction": p, "correct": None}
+        for r, p in zip(rows, predictions, strict=True)
+    ]
+    write_rows(records, PREDICTIONS, Path(out_dir) / "val_predictions.parquet")
+    formatted = [has_think_format(p) for p in predictions]
+    return {
+        "val_vqa_accuracy": accuracy(predictions, references),
+        "val_format_rate": sum(formatted) / max(1, len(formatted)),
+        "n_val": len(rows),
+    }
+
