@@ -18,10 +18,10 @@ include: "rules/sft.smk"
 
 
 onstart:
-    shell(f"lookright tracking-init --results-dir {RESULTS} {TRACKING_ARGS}")
+    shell("lookright tracking-init")
 
 
 rule all:
+    default_target: True
     input:
         get_final_outputs(),
-    default_target: True

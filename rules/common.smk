@@ -1,14 +1,27 @@
 # Helpers shared by the rules: result paths, per-stage config as JSON, code fingerprints.
 import hashlib
 import json
+import os
+import shlex
 from pathlib import Path
 
 RESULTS = config.get("results_dir", "results")
 LOGS = config.get("logs_dir", "logs")
 PACKAGE = Path(workflow.basedir) / "src" / "lookright"
-TRACKING_ARGS = (
-    f"--tracking-uri {config['tracking']['uri']}" if config["tracking"].get("uri") else ""
-) + f" --experiment {config['tracking'].get('experiment', 'lookright')}"
+# Where every stage logs: config tracking.uri, else $MLFLOW_TRACKING_URI, else a SQLite file
+# in the results folder. Handed to the jobs through their shell environment (local and SLURM
+# jobs alike), not as a param, so moving the store never reruns a stage.
+TRACKING_URI = (
+    config["tracking"].get("uri")
+    or os.environ.get("MLFLOW_TRACKING_URI")
+    or f"sqlite:///{os.path.abspath(RESULTS)}/mlflow.db"
+)
+EXPERIMENT = config["tracking"].get("experiment", "lookright")
+shell.prefix(
+    "set -euo pipefail; "
+    f"export MLFLOW_TRACKING_URI={shlex.quote(TRACKING_URI)} "
+    f"MLFLOW_EXPERIMENT_NAME={shlex.quote(EXPERIMENT)}; "
+)
 
 
 def code_fingerprint(*modules):
@@ -20,7 +33,11 @@ def code_fingerprint(*modules):
     digest = hashlib.sha256()
     for module in modules:
         path = PACKAGE / module
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+        files = (
+            sorted(path.rglob("*.py"))
+            if path.is_dir()
+            else [path.parent / f"{path.name}.py"]
+        )
         for file in files:
             digest.update(str(file.relative_to(PACKAGE)).encode())
             digest.update(file.read_bytes())
@@ -28,23 +45,26 @@ def code_fingerprint(*modules):
 
 
 CORE_CODE = ("cli", "config", "io", "tracking", "stage")
+TRAIN_CODE = (*CORE_CODE, "models", "train/common", "train/datasets", "eval/accuracy")
 
 
 def stage_config(*sections):
     """The config sections a stage reads, as canonical JSON (its rerun trigger)."""
-    chosen = {name: config[name] for name in ("seed", "tracking", *sections)}
+    chosen = {name: config[name] for name in ("seed", *sections)}
     return json.dumps(chosen, sort_keys=True, separators=(",", ":"))
 
 
 def model_config(model):
     """One entry of ``models`` with its name, as the ``model`` section of a stage."""
     if model not in config["models"]:
-        raise ValueError(f"model {model!r} is not defined under 'models'; defined: {sorted(config['models'])}")
+        raise ValueError(
+            f"model {model!r} is not defined under 'models'; defined: {sorted(config['models'])}"
+        )
     return {**config["models"][model], "name": model}
 
 
 def stage_config_for_model(model, *sections):
-    chosen = {name: config[name] for name in ("seed", "tracking", *sections)}
+    chosen = {name: config[name] for name in ("seed", *sections)}
     chosen["model"] = model_config(model)
     return json.dumps(chosen, sort_keys=True, separators=(",", ":"))
 

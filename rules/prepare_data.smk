@@ -5,10 +5,6 @@ rule prepare_data:
         rejected=f"{RESULTS}/data/rejected.parquet",
         summary=f"{RESULTS}/data/summary.json",
         run=f"{RESULTS}/data/run.json",
-    params:
-        cfg=stage_config("data"),
-        code=code_fingerprint(*CORE_CODE, "data"),
-        out=f"{RESULTS}/data",
     log:
         f"{LOGS}/prepare_data.log",
     benchmark:
@@ -18,6 +14,10 @@ rule prepare_data:
     resources:
         mem_mb=8000,
         runtime=60,
+    params:
+        cfg=stage_config("data"),
+        code=code_fingerprint(*CORE_CODE, "data"),
+        out=subpath(output.summary, parent=True),
     shell:
         "lookright prepare-data --config-json {params.cfg:q} --out {params.out}"
-        " --results-dir {RESULTS} --tag snakemake.rule={rule} > {log} 2>&1"
+        " --tag snakemake.rule=prepare_data > {log} 2>&1"

@@ -7,11 +7,6 @@ rule pretrain:
         model=f"{RESULTS}/pretrain/{{model}}/model/config.json",
         metrics=f"{RESULTS}/pretrain/{{model}}/metrics.json",
         run=f"{RESULTS}/pretrain/{{model}}/run.json",
-    params:
-        cfg=lambda wc: stage_config_for_model(wc.model, "pretrain"),
-        code=code_fingerprint(*CORE_CODE, "models", "train", "eval/accuracy.py"),
-        out=subpath(output.metrics, parent=True),
-        data=subpath(input.samples, parent=True),
     log:
         f"{LOGS}/pretrain/{{model}}.log",
     benchmark:
@@ -23,8 +18,13 @@ rule pretrain:
         mem_mb=8000,
         runtime=60,
         gpu=0,
+    params:
+        cfg=lambda wc: stage_config_for_model(wc.model, "pretrain"),
+        code=code_fingerprint(*TRAIN_CODE, "train/pretrain"),
+        out=subpath(output.metrics, parent=True),
+        data=subpath(input.samples, parent=True),
     shell:
         "lookright pretrain --config-json {params.cfg:q} --data {params.data} --out {params.out}"
-        " --results-dir {RESULTS} --upstream prepare_data={input.data_run}"
-        " --tag snakemake.rule={rule} --tag snakemake.wildcards=model={wildcards.model}"
+        " --upstream prepare_data={input.data_run}"
+        " --tag snakemake.rule=pretrain --tag snakemake.wildcards=model={wildcards.model}"
         " > {log} 2>&1"

@@ -7,13 +7,6 @@ rule sft:
         model=f"{RESULTS}/sft/{{model}}/model/config.json",
         metrics=f"{RESULTS}/sft/{{model}}/metrics.json",
         run=f"{RESULTS}/sft/{{model}}/run.json",
-    params:
-        cfg=lambda wc: stage_config_for_model(wc.model, "sft"),
-        code=code_fingerprint(*CORE_CODE, "models", "train", "eval/accuracy.py"),
-        base=get_base_argument,
-        base_run=lambda wc: get_base_run(wc),
-        out=subpath(output.metrics, parent=True),
-        data=subpath(input.samples, parent=True),
     log:
         f"{LOGS}/sft/{{model}}.log",
     benchmark:
@@ -25,8 +18,15 @@ rule sft:
         mem_mb=16000,
         runtime=240,
         gpu=lambda wc: config["resources"]["train_gpus"],
+    params:
+        cfg=lambda wc: stage_config_for_model(wc.model, "sft"),
+        code=code_fingerprint(*TRAIN_CODE, "train/sft"),
+        base=get_base_argument,
+        base_run=lambda wc: get_base_run(wc),
+        out=subpath(output.metrics, parent=True),
+        data=subpath(input.samples, parent=True),
     shell:
         "lookright sft --config-json {params.cfg:q} --data {params.data} --base {params.base}"
-        " --out {params.out} --results-dir {RESULTS} {params.base_run}"
-        " --tag snakemake.rule={rule} --tag snakemake.wildcards=model={wildcards.model}"
+        " --out {params.out} {params.base_run}"
+        " --tag snakemake.rule=sft --tag snakemake.wildcards=model={wildcards.model}"
         " > {log} 2>&1"

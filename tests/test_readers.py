@@ -490,7 +490,7 @@ def test_unreadable_files_raise_naming_file_and_line(tmp_path, hf_cache):
 
 def test_rejection_rate_on_reader_results(saliency, pope):
     # saliency: 6 kept, 7 invalid (+1 filtered, not counted)
-    with pytest.raises(Exception, match="prepare_data.max_rejected_fraction"):
+    with pytest.raises(Exception, match=r"data\.max_rejected_fraction"):
         check_rejection_rate(saliency.n_kept, saliency.n_invalid, 0.5, "saliency-r1-8k")
     assert check_rejection_rate(pope.n_kept, pope.n_invalid, 0.5, "pope") == pytest.approx(4 / 9)
 

@@ -223,7 +223,7 @@ def test_check_rejection_rate_above_limit():
     for part in ("saliency-r1-8k", "20 of 100", "20.0%", "kept 80", REJECTION_LIMIT_KEY, "0.1"):
         assert part in msg
     assert "out/rejected.parquet" in msg
-    assert REJECTION_LIMIT_KEY == "prepare_data.max_rejected_fraction"
+    assert REJECTION_LIMIT_KEY == "data.max_rejected_fraction"
     with pytest.raises(TooManyRejected, match="rejected.parquet"):
         check_rejection_rate(0, 1, 0.5, "pope")
     with pytest.raises(ValueError):

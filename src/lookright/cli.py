@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,24 +26,41 @@ def _key_value(text: str) -> tuple[str, str]:
 def _stage_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text)
     parser.add_argument(
-        "--config-json", action="append", default=[], metavar="JSON",
+        "--config-json",
+        action="append",
+        default=[],
+        metavar="JSON",
         help="stage config as JSON (repeatable; later ones win)",
     )
     parser.add_argument(
-        "--config", action="append", default=[], metavar="YAML", type=Path,
+        "--config",
+        action="append",
+        default=[],
+        metavar="YAML",
+        type=Path,
         help="stage config YAML file(s), merged before --config-json",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder of the stage")
     parser.add_argument(
-        "--results-dir", default=Path("results"), type=Path,
+        "--results-dir",
+        default=Path("results"),
+        type=Path,
         help="results root (holds the default MLflow store, results/mlflow.db)",
     )
     parser.add_argument(
-        "--tag", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+        "--tag",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
         help="extra MLflow tag (e.g. snakemake.rule=sft); repeatable",
     )
     parser.add_argument(
-        "--upstream", action="append", default=[], type=_key_value, metavar="STAGE=RUN_JSON",
+        "--upstream",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="STAGE=RUN_JSON",
         help="an upstream stage's run.json, recorded as a tag; repeatable",
     )
     return parser
@@ -60,14 +78,17 @@ def cmd_prepare_data(args) -> int:
     from lookright.stage import stage_execution
 
     cfg = _load(PrepareDataConfig, args)
-    with stage_execution("prepare_data", cfg, out_dir=args.out, results_dir=args.results_dir,
-                         tags=dict(args.tag)) as run:
+    with stage_execution(
+        "prepare_data", cfg, out_dir=args.out, results_dir=args.results_dir, tags=dict(args.tag)
+    ) as run:
         summary = prepare(cfg.data, args.out)
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
         for name in ("summary.json", "rejected.parquet"):
             run.log_artifact(Path(args.out) / name)
-    print(f"prepare_data: {summary['n_images']} images, {summary['n_samples']} samples, "
-          f"{summary['n_rejected']} rejected -> {args.out}")
+    print(
+        f"prepare_data: {summary['n_images']} images, {summary['n_samples']} samples, "
+        f"{summary['n_rejected']} rejected -> {args.out}"
+    )
     return 0
 
 
@@ -77,8 +98,15 @@ def cmd_pretrain(args) -> int:
     from lookright.train.pretrain import run_pretrain
 
     cfg = _load(PretrainConfig, args)
-    with stage_execution("pretrain", cfg, out_dir=args.out, results_dir=args.results_dir,
-                         tags=dict(args.tag), upstream=dict(args.upstream), resume=True) as run:
+    with stage_execution(
+        "pretrain",
+        cfg,
+        out_dir=args.out,
+        results_dir=args.results_dir,
+        tags=dict(args.tag),
+        upstream=dict(args.upstream),
+        resume=True,
+    ) as run:
         metrics = run_pretrain(cfg, args.data, args.out, run)
         run.log_artifact(Path(args.out) / "metrics.json")
         run.log_artifact(Path(args.out) / "val_predictions.parquet")
@@ -93,14 +121,23 @@ def cmd_sft(args) -> int:
     from lookright.train.sft import run_sft
 
     cfg = _load(SftConfig, args)
-    with stage_execution("sft", cfg, out_dir=args.out, results_dir=args.results_dir,
-                         tags=dict(args.tag), upstream=dict(args.upstream), resume=True) as run:
+    with stage_execution(
+        "sft",
+        cfg,
+        out_dir=args.out,
+        results_dir=args.results_dir,
+        tags=dict(args.tag),
+        upstream=dict(args.upstream),
+        resume=True,
+    ) as run:
         metrics = run_sft(cfg, args.base, args.data, args.out, run)
         run.log_artifact(Path(args.out) / "metrics.json")
         run.log_artifact(Path(args.out) / "val_predictions.parquet")
         run.set_tags({"lookright.checkpoint": str((Path(args.out) / "model").resolve())})
-    print(f"sft: held-out VQA accuracy {metrics['val_vqa_accuracy']:.3f}, "
-          f"format rate {metrics['val_format_rate']:.3f} -> {args.out}/model")
+    print(
+        f"sft: held-out VQA accuracy {metrics['val_vqa_accuracy']:.3f}, "
+        f"format rate {metrics['val_format_rate']:.3f} -> {args.out}/model"
+    )
     return 0
 
 
@@ -133,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("tracking-init", help="create/migrate the MLflow store once")
     init.add_argument("--results-dir", default=Path("results"), type=Path)
     init.add_argument("--tracking-uri", default=None)
-    init.add_argument("--experiment", default="lookright")
+    init.add_argument("--experiment", default=os.environ.get("MLFLOW_EXPERIMENT_NAME", "lookright"))
     init.set_defaults(func=cmd_tracking_init)
 
     try:

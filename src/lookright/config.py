@@ -155,7 +155,9 @@ def load_stage_config(schema: type[T], *sources: str | Path | dict | None) -> T:
             continue
         if isinstance(source, dict):
             layer = OmegaConf.create(source)
-        elif isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{")):
+        elif isinstance(source, Path) or (
+            isinstance(source, str) and not source.lstrip().startswith("{")
+        ):
             layer = OmegaConf.load(source)
         else:
             layer = OmegaConf.create(json.loads(source))

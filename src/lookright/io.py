@@ -41,7 +41,9 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Ta
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def write_rows(rows: Iterable[Mapping[str, Any]], schema: pa.Schema, path: str | os.PathLike[str]) -> Path:
+def write_rows(
+    rows: Iterable[Mapping[str, Any]], schema: pa.Schema, path: str | os.PathLike[str]
+) -> Path:
     """Atomically write dict rows as a Parquet file with ``schema``."""
     return atomic_write_table(rows_to_table(rows, schema), path)
 

@@ -54,7 +54,7 @@ def stage_execution(
         stage,
         config=config,
         tracking_uri=uri,
-        experiment=tracking_cfg.get("experiment", "lookright"),
+        experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or tracking_cfg["experiment"],
         tags=dict(tags or {}),
         upstream_run_ids=upstream_run_ids(upstream or {}),
         run_key=run_key,
@@ -62,6 +62,10 @@ def stage_execution(
         run_name=f"{stage}:{out_dir.name}",
     ) as run:
         yield run
-        record = {"run_id": run.run_id, "stage": stage, "config_hash": config_hash(cfg),
-                  "tracking_uri": uri}
+        record = {
+            "run_id": run.run_id,
+            "stage": stage,
+            "config_hash": config_hash(cfg),
+            "tracking_uri": uri,
+        }
         (out_dir / "run.json").write_text(json.dumps(record, indent=2))

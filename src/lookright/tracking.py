@@ -296,8 +296,8 @@ def _ensure_experiment(client: MlflowClient, name: str) -> str:
     if experiment is None:
         try:
             return client.create_experiment(name, _artifact_location(client, name))
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # lost a race with another process
+        except MlflowException as exc:  # another process may have created it meanwhile
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             experiment = client.get_experiment_by_name(name)
     if experiment.lifecycle_stage == "deleted":
@@ -562,6 +562,7 @@ def _resume(
     changed = sorted(k for k, v in params.items() if old.data.params.get(k, v) != v)
     if changed:
         _log.warning("Resumed run %s keeps its old values of params %s", run_id, changed)
+        tags = {k: v for k, v in tags.items() if k != TAG_CONFIG_HASH}  # hash of the old params
     run = StageRun(client, run_id, resumed=True)
     run.set_tags(tags)
     run.log_params({k: v for k, v in params.items() if k not in old.data.params})
@@ -607,7 +608,10 @@ def find_runs(
     stage: str | None = None,
     filter_tags: Mapping[str, str] | None = None,
 ) -> list[Run]:
-    """Active runs of ``experiment`` matching ``stage`` and all ``filter_tags``, newest first."""
+    """Active runs of ``experiment`` matching ``stage`` and all ``filter_tags``, newest first.
+
+    Like every entry point, it first runs :func:`init_store` (an empty store has no runs).
+    """
     wanted = {str(k): str(v) for k, v in (filter_tags or {}).items()}
     if stage is not None:
         wanted[TAG_STAGE] = stage

@@ -99,6 +99,13 @@ class ShapesConfig:
             )
         if not 0.0 <= self.bias.fraction <= 1.0:
             raise ValueError(f"data.shapes.bias.fraction={self.bias.fraction}: must be in [0, 1]")
+        if self.bias.fraction > 0 and (
+            self.bias.shape not in self.shapes or self.bias.color not in self.colors
+        ):  # a misspelt bias would silently leave the data unbiased
+            raise ValueError(
+                f"data.shapes.bias.shape/color={self.bias.shape!r}/{self.bias.color!r}: must be "
+                f"one of the generated shapes {list(self.shapes)} and colours {list(self.colors)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,10 @@ def _place_boxes(rng: np.random.Generator, cfg: ShapesConfig, n: int) -> list[tu
         x1, y1 = rng.uniform(0, size - side, size=2)
         candidate = (x1, y1, x1 + side, y1 + side)
         if all(
-            candidate[2] <= b[0] or b[2] <= candidate[0] or candidate[3] <= b[1] or b[3] <= candidate[1]
+            candidate[2] <= b[0]
+            or b[2] <= candidate[0]
+            or candidate[3] <= b[1]
+            or b[3] <= candidate[1]
             for b in boxes
         ):
             boxes.append(candidate)

@@ -25,7 +25,7 @@ from PIL import Image
 BOX_EPS = 1e-6
 """Coordinates this far outside [0, 1] are clamped instead of rejected (float round-off)."""
 
-REJECTION_LIMIT_KEY = "prepare_data.max_rejected_fraction"
+REJECTION_LIMIT_KEY = "data.max_rejected_fraction"
 """The config key that sets ``max_fraction`` of :func:`check_rejection_rate` (named in errors)."""
 
 
@@ -42,7 +42,7 @@ class DataFileError(ValueError):
 
 
 class TooManyRejected(RuntimeError):
-    """More input rows were rejected than ``prepare_data.max_rejected_fraction`` allows."""
+    """More input rows were rejected than ``data.max_rejected_fraction`` allows."""
 
 
 # --------------------------------------------------------------------------- boxes

@@ -160,7 +160,9 @@ class VLMAdapter(ABC):
         total = [p + len(c) for p, c in zip(prompt_lengths, completion_ids, strict=True)]
         new_width = max(total)
         per_token = [k for k, v in inputs.items() if torch.is_tensor(v) and v.shape == mask.shape]
-        rebuilt = {k: torch.zeros(len(prompts), new_width, dtype=inputs[k].dtype) for k in per_token}
+        rebuilt = {
+            k: torch.zeros(len(prompts), new_width, dtype=inputs[k].dtype) for k in per_token
+        }
         rebuilt["input_ids"].fill_(tokenizer.pad_token_id)
         for b, (n_prompt, ids) in enumerate(zip(prompt_lengths, completion_ids, strict=True)):
             start = new_width - total[b]
@@ -186,7 +188,9 @@ class VLMAdapter(ABC):
 
     # -- tiny models ---------------------------------------------------------------------
     @abstractmethod
-    def build_tiny(self, tokenizer: Any, size: TinySize, image_size: int) -> tuple[PreTrainedModel, Any]:
+    def build_tiny(
+        self, tokenizer: Any, size: TinySize, image_size: int
+    ) -> tuple[PreTrainedModel, Any]:
         """A randomly initialised tiny model of this family and its processor."""
 
 
@@ -248,9 +252,7 @@ def adapter_for(model_or_path: PreTrainedModel | str | Path) -> VLMAdapter:
     )
 
 
-def load_model(
-    path_or_id: str | Path, *, family: str | None = None, **kwargs: Any
-) -> LoadedModel:
+def load_model(path_or_id: str | Path, *, family: str | None = None, **kwargs: Any) -> LoadedModel:
     """Load a checkpoint folder or hub id with the right adapter (family from config.json)."""
     adapter = get_adapter(family) if family else adapter_for(path_or_id)
     return adapter.load(path_or_id, **kwargs)

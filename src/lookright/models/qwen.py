@@ -78,7 +78,11 @@ def _text_config(tokenizer: Any, size: TinySize) -> dict[str, Any]:
         "num_attention_heads": size.text_heads,
         "num_key_value_heads": size.text_kv_heads,
         "max_position_embeddings": 2048,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": section,
+        },
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": None,

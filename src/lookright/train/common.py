@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -15,6 +16,18 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from lookright.models.base import VLMAdapter
 from lookright.train.datasets import decode_png
+
+# Held-out predictions written by the training stages (val_predictions.parquet).
+PREDICTIONS = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("task", pa.string()),
+        ("question", pa.string()),
+        ("reference", pa.string()),
+        ("prediction", pa.string()),
+        ("correct", pa.bool_()),
+    ]
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -100,7 +113,10 @@ def greedy_answers(
         )
         inputs = encoded.inputs.to(model.device)
         output = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
         )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         answers += [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

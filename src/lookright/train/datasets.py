@@ -73,13 +73,17 @@ def conversational_dataset(
             "prompt": [
                 {
                     "role": datasets.Value("string"),
-                    "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}],
+                    "content": [
+                        {"type": datasets.Value("string"), "text": datasets.Value("string")}
+                    ],
                 }
             ],
             "completion": [
                 {
                     "role": datasets.Value("string"),
-                    "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}],
+                    "content": [
+                        {"type": datasets.Value("string"), "text": datasets.Value("string")}
+                    ],
                 }
             ],
         }

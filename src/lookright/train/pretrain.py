@@ -21,31 +21,22 @@ import torch
 from trl import SFTConfig, SFTTrainer
 
 from lookright.config import PretrainConfig
-from lookright.eval.accuracy import accuracy
+from lookright.eval.accuracy import accuracy, exact_match
 from lookright.io import write_rows
 from lookright.models import get_adapter
 from lookright.models.base import TinySize
 from lookright.models.tokenizer import train_tokenizer
 from lookright.train.common import (
+    PREDICTIONS,
     MlflowStepLogger,
+    checkpoint_step,
     freeze_vision_encoder,
     greedy_answers,
-    checkpoint_step,
     last_checkpoint,
 )
 from lookright.train.datasets import conversational_dataset, load_samples
 
 SUBJECT = re.compile(r"(\w+)\?\s*$")
-PREDICTIONS = pa.schema(
-    [
-        ("sample_id", pa.string()),
-        ("task", pa.string()),
-        ("question", pa.string()),
-        ("reference", pa.string()),
-        ("prediction", pa.string()),
-        ("correct", pa.bool_()),
-    ]
-)
 
 
 def pretrain_target(row: dict, template: str) -> str:
@@ -88,8 +79,14 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
     adapter, model, processor = build_base(cfg, train, image_size)
     frozen = freeze_vision_encoder(model, adapter) if section.freeze_vision else 0
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    run.log_params({"n_parameters": sum(p.numel() for p in model.parameters()),
-                    "n_trainable": trainable, "n_frozen": frozen, "n_train_samples": train.num_rows})
+    run.log_params(
+        {
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "n_trainable": trainable,
+            "n_frozen": frozen,
+            "n_train_samples": train.num_rows,
+        }
+    )
     dataset = conversational_dataset(train, lambda r: pretrain_target(r, section.answer_template))
     checkpoints = out_dir / "checkpoints"
     args = SFTConfig(
@@ -150,10 +147,15 @@ def evaluate_base(cfg, model, processor, adapter, data_dir, out_dir) -> dict[str
         predictions = greedy_answers(model, processor, adapter, rows, max_new_tokens=max_new)
         metrics[f"val_{task}_accuracy"] = accuracy(predictions, references)
         records += [
-            {"sample_id": r["sample_id"], "task": task, "question": r["question"],
-             "reference": ref, "prediction": pred, "correct": pred.strip() == ref}
+            {
+                "sample_id": r["sample_id"],
+                "task": task,
+                "question": r["question"],
+                "reference": ref,
+                "prediction": pred,
+                "correct": exact_match(pred, ref),  # the rule of val_{task}_accuracy
+            }
             for r, ref, pred in zip(rows, references, predictions, strict=True)
         ]
     write_rows(records, PREDICTIONS, Path(out_dir) / "val_predictions.parquet")
     return metrics
-

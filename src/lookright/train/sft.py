@@ -23,13 +23,13 @@ from lookright.eval.accuracy import accuracy
 from lookright.io import write_rows
 from lookright.models import load_model
 from lookright.train.common import (
+    PREDICTIONS,
     MlflowStepLogger,
     checkpoint_step,
     greedy_answers,
     last_checkpoint,
 )
 from lookright.train.datasets import conversational_dataset, load_samples
-from lookright.train.pretrain import PREDICTIONS
 
 
 def sft_target(row: dict) -> str:
@@ -118,8 +118,14 @@ def evaluate_sft(cfg: SftConfig, model, processor, adapter, data_dir, out_dir) -
     )
     references = [r["answer"] for r in rows]
     records = [
-        {"sample_id": r["sample_id"], "task": "vqa", "question": r["question"],
-         "reference": r["answer"], "prediction": p, "correct": None}
+        {
+            "sample_id": r["sample_id"],
+            "task": "vqa",
+            "question": r["question"],
+            "reference": r["answer"],
+            "prediction": p,
+            "correct": None,
+        }
         for r, p in zip(rows, predictions, strict=True)
     ]
     write_rows(records, PREDICTIONS, Path(out_dir) / "val_predictions.parquet")
@@ -129,4 +135,3 @@ def evaluate_sft(cfg: SftConfig, model, processor, adapter, data_dir, out_dir) -
         "val_format_rate": sum(formatted) / max(1, len(formatted)),
         "n_val": len(rows),
     }
-

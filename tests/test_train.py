@@ -1,0 +1,265 @@
+"""Training stages through the real CLI: TRL trainers, tiny models, a real MLflow SQLite store.
+
+Sizes come from config/smoke.yaml; every stage runs in-process via ``lookright.cli.main``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from lookright import tracking
+from lookright.cli import main
+from lookright.eval.accuracy import accuracy
+from lookright.models import get_adapter, load_model
+from lookright.train import sft as sft_module
+from lookright.train.common import PREDICTIONS, MlflowStepLogger, NonFiniteLossError
+
+
+@pytest.fixture(scope="module")
+def env():
+    """No tracking URI or experiment from the environment: the default store in results/."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def pipeline(env, smoke_config, tmp_path_factory) -> dict:
+    """prepare-data then pretrain with the smoke sizes, once for the module."""
+    results = tmp_path_factory.mktemp("results")
+    data, pretrain = results / "data", results / "pretrain" / "tiny"
+    common = ["--results-dir", str(results)]
+    prepare = ["prepare-data", "--out", str(data), *common]
+    prepare += ["--config-json", json.dumps({"data": smoke_config["data"]})]
+    assert main(prepare) == 0
+    section = {"pretrain": smoke_config["pretrain"], "model": {"name": "tiny"}}
+    pretrain_args = ["pretrain", "--data", str(data), "--out", str(pretrain), *common]
+    pretrain_args += ["--config-json", json.dumps(section), "--tag", "snakemake.rule=pretrain"]
+    pretrain_args += ["--upstream", f"prepare_data={data / 'run.json'}"]
+    assert main(pretrain_args) == 0
+    uri = f"sqlite:///{results.resolve()}/mlflow.db"
+    return {"results": results, "data": data, "pretrain": pretrain, "uri": uri}
+
+
+def _run_json(folder: Path) -> dict:
+    return json.loads((folder / "run.json").read_text())
+
+
+def _history(client: MlflowClient, run_id: str, name: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+
+
+def _sft_args(pipeline: dict, smoke_config: dict, out: Path, base: Path, **sft) -> list[str]:
+    section = {**smoke_config["sft"], **sft}
+    return [
+        "sft",
+        "--config-json",
+        json.dumps({"sft": section, "model": {"name": "tiny"}}),
+        "--data",
+        str(pipeline["data"]),
+        "--base",
+        str(base),
+        "--out",
+        str(out),
+        "--results-dir",
+        str(pipeline["results"]),
+        "--upstream",
+        f"pretrain={pipeline['pretrain'] / 'run.json'}",
+    ]
+
+
+# --------------------------------------------------------------------------- pretrain
+
+
+@pytest.mark.slow  # shares the module's prepare-data + pretrain run (~20 s)
+def test_pretrain_outputs(pipeline, smoke_config):
+    out = pipeline["pretrain"]
+    loaded = load_model(out / "model")
+    assert loaded.adapter is get_adapter("qwen2_5_vl")
+    tiny = smoke_config["pretrain"]["tiny"]
+    assert loaded.model.config.text_config.hidden_size == tiny["text_hidden"]
+    assert loaded.model.config.text_config.num_hidden_layers == tiny["text_layers"]
+    assert loaded.model.config.vision_config.depth == tiny["vision_layers"]
+    assert loaded.model.get_input_embeddings().num_embeddings == len(loaded.processor.tokenizer)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["val_vqa_accuracy"] <= 1.0
+    assert {"val_pope_accuracy", "val_caption_accuracy", "train_seconds"} <= set(metrics)
+    assert metrics["resumed_from_step"] == 0
+
+    predictions = pq.read_table(out / "val_predictions.parquet")
+    assert predictions.schema.names == PREDICTIONS.names
+    rows = predictions.to_pylist()
+    eval_samples = smoke_config["pretrain"]["eval_samples"]
+    assert sorted({r["task"] for r in rows}) == ["caption", "pope", "vqa"]
+    assert all(
+        sum(r["task"] == t for r in rows) == eval_samples for t in ("caption", "pope", "vqa")
+    )
+    vqa = [r for r in rows if r["task"] == "vqa"]
+    for r in vqa:  # answer template "The {subject} {answer}" of config.yaml's default
+        shape = r["question"].removeprefix("What color is the ").removesuffix("?")
+        assert r["reference"].startswith(f"The {shape} ")
+    assert metrics["val_vqa_accuracy"] == accuracy(
+        [r["prediction"] for r in vqa], [r["reference"] for r in vqa]
+    )
+    assert metrics["val_vqa_accuracy"] == sum(r["correct"] for r in vqa) / len(vqa)
+
+    checkpoints = sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-2", "checkpoint-4"]  # save_steps=2, steps=4
+
+
+@pytest.mark.slow  # shares the module's prepare-data + pretrain run (~20 s)
+def test_pretrain_mlflow_run(pipeline, smoke_config):
+    out, data = pipeline["pretrain"], pipeline["data"]
+    record = _run_json(out)
+    assert record["stage"] == "pretrain" and record["tracking_uri"] == pipeline["uri"]
+    client = MlflowClient(tracking_uri=pipeline["uri"])
+    run = client.get_run(record["run_id"])
+    assert run.info.status == "FINISHED"
+    params, tags = run.data.params, run.data.tags
+    assert params["pretrain.steps"] == str(smoke_config["pretrain"]["steps"]) == "4"
+    assert params["pretrain.tiny.text_hidden"] == "32"
+    assert params["model.family"] == "qwen2_5_vl" and params["model.name"] == "tiny"
+    assert int(params["n_parameters"]) > int(params["n_trainable"]) > 0
+    assert tags["lookright.stage"] == "pretrain"
+    assert tags["lookright.config_hash"] == record["config_hash"]
+    assert tags["lookright.upstream.prepare_data"] == _run_json(data)["run_id"]
+    assert tags["lookright.run_key"] == f"pretrain:{out.resolve()}"
+    assert tags["lookright.checkpoint"] == str((out / "model").resolve())
+    assert tags["snakemake.rule"] == "pretrain"
+
+    loss = _history(client, record["run_id"], "loss")
+    assert [step for step, _ in loss] == [1, 2, 3, 4]
+    assert all(math.isfinite(v) and v > 0 for _, v in loss)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert run.data.metrics["val_vqa_accuracy"] == metrics["val_vqa_accuracy"]
+    artifacts = {a.path for a in client.list_artifacts(record["run_id"])}
+    assert {"metrics.json", "val_predictions.parquet"} <= artifacts
+    assert run.info.artifact_uri.startswith(
+        (pipeline["results"] / "mlartifacts").resolve().as_uri()
+    )
+
+    data_run = client.get_run(_run_json(data)["run_id"])
+    assert data_run.info.status == "FINISHED"
+    assert data_run.data.tags["lookright.stage"] == "prepare_data"
+    assert data_run.data.metrics["n_images"] == sum(
+        smoke_config["data"]["shapes"][f"n_{s}"] for s in ("train", "val", "test")
+    )
+
+
+# --------------------------------------------------------------------------- sft resume
+
+
+class _InterruptAfterStep2(MlflowStepLogger):
+    """Ctrl-C arriving right after checkpoint-2 was written (as a kill mid-training)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            raise KeyboardInterrupt
+        return super().on_save(args, state, control, **kwargs)
+
+
+@pytest.mark.slow  # shares the module's prepare-data + pretrain run (~20 s)
+def test_sft_resumes_after_interruption(pipeline, smoke_config, tmp_path, monkeypatch):
+    out = pipeline["results"] / "sft" / "resumed"
+    args = _sft_args(
+        pipeline,
+        smoke_config,
+        out,
+        pipeline["pretrain"] / "model",
+        steps=4,
+        save_steps=2,
+        logging_steps=1,
+    )
+    client = MlflowClient(tracking_uri=pipeline["uri"])
+    run_key = f"sft:{out.resolve()}"
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sft_module, "MlflowStepLogger", _InterruptAfterStep2)
+        with pytest.raises(KeyboardInterrupt):
+            main(args)
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
+    assert not (out / "model").exists() and not (out / "run.json").exists()
+    (first,) = tracking.find_runs(
+        pipeline["uri"], stage="sft", filter_tags={"lookright.run_key": run_key}
+    )
+    assert first.info.status == "KILLED"
+    assert [s for s, _ in _history(client, first.info.run_id, "loss")] == [1, 2]
+
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == 2
+    assert 0.0 <= metrics["val_vqa_accuracy"] <= 1.0 and 0.0 <= metrics["val_format_rate"] <= 1.0
+    assert metrics["n_val"] == smoke_config["sft"]["eval_samples"]
+    record = _run_json(out)
+    assert record["run_id"] == first.info.run_id  # the same MLflow run, continued
+    runs = tracking.find_runs(
+        pipeline["uri"], stage="sft", filter_tags={"lookright.run_key": run_key}
+    )
+    assert [r.info.run_id for r in runs] == [first.info.run_id]
+    run = client.get_run(record["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["sft.steps"] == "4"
+    assert run.data.tags["lookright.config_hash"] == record["config_hash"]
+    assert run.data.tags["lookright.upstream.pretrain"] == _run_json(pipeline["pretrain"])["run_id"]
+    loss = _history(client, record["run_id"], "loss")
+    assert [s for s, _ in loss] == [1, 2, 3, 4]  # one history, continued after step 2
+    assert all(math.isfinite(v) for _, v in loss)
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
+    loaded = load_model(out / "model")
+    assert loaded.adapter is get_adapter("qwen2_5_vl")
+    predictions = pq.read_table(out / "val_predictions.parquet").to_pylist()
+    assert len(predictions) == metrics["n_val"] and {r["task"] for r in predictions} == {"vqa"}
+    assert metrics["val_vqa_accuracy"] == accuracy(
+        [r["prediction"] for r in predictions], [r["reference"] for r in predictions]
+    )
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.slow  # shares the module's prepare-data + pretrain run (~20 s)
+def test_sft_with_missing_base_fails_clearly(pipeline, smoke_config, tmp_path, capsys):
+    base = tmp_path / "not-a-checkpoint"
+    base.mkdir()
+    out = pipeline["results"] / "sft" / "failing"
+    code = main(_sft_args(pipeline, smoke_config, out, base))
+    assert code == 2
+    assert f"lookright sft: error: {base}: no config.json" in capsys.readouterr().err
+    assert not (out / "run.json").exists() and not (out / "model").exists()
+    runs = tracking.find_runs(
+        pipeline["uri"], stage="sft", filter_tags={"lookright.run_key": f"sft:{out.resolve()}"}
+    )
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_non_finite_loss_stops_training_and_fails_the_run(tmp_path, env):
+    uri = tracking.default_tracking_uri(tmp_path)
+    checkpoints = tmp_path / "sft" / "checkpoints"
+    args = TrainingArguments(output_dir=str(checkpoints), report_to=[], use_cpu=True)
+    control = TrainerControl()
+    with pytest.raises(NonFiniteLossError) as caught:
+        with tracking.stage_run("sft", config={"sft": {"steps": 9}}, tracking_uri=uri) as run:
+            logger = MlflowStepLogger(run)
+            logger.on_log(args, TrainerState(global_step=1), control, logs={"loss": 2.5})
+            logger.on_log(args, TrainerState(global_step=2), control, logs={"loss": float("nan")})
+    message = str(caught.value)
+    assert "non-finite training loss nan at step 2" in message
+    assert str(checkpoints) in message
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(run.run_id).info.status == "FAILED"
+    assert _history(client, run.run_id, "loss") == [(1, 2.5)]  # the NaN was not logged
+    assert [m.step for m in client.get_metric_history(run.run_id, "step_time_s")] == [1]
+    with pytest.raises(NonFiniteLossError, match="inf"):
+        logger.on_log(args, TrainerState(global_step=3), control, logs={"loss": float("inf")})
