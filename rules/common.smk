@@ -98,3 +98,9 @@ def get_base_run(wildcards):
     if config["models"][wildcards.model]["base"] == "pretrain":
         return f"--upstream pretrain={RESULTS}/pretrain/{wildcards.model}/run.json"
     return ""
+
+
+def get_debug_flags(rule_name):
+    """``--fail-for-test`` for rules listed in ``debug.fail_rules`` (failure/resume tests)."""
+    failing = config.get("debug", {}).get("fail_rules", [])
+    return "--fail-for-test" if rule_name in failing else ""

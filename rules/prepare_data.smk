@@ -15,9 +15,10 @@ rule prepare_data:
         mem_mb=8000,
         runtime=60,
     params:
+        debug=get_debug_flags("prepare_data"),
         cfg=stage_config("data"),
         code=code_fingerprint(*CORE_CODE, "data"),
         out=subpath(output.summary, parent=True),
     shell:
         "lookright prepare-data --config-json {params.cfg:q} --out {params.out}"
-        " --tag snakemake.rule=prepare_data > {log} 2>&1"
+        " --tag snakemake.rule=prepare_data {params.debug} > {log} 2>&1"

@@ -19,6 +19,7 @@ rule pretrain:
         runtime=60,
         gpu=0,
     params:
+        debug=get_debug_flags("pretrain"),
         cfg=lambda wc: stage_config_for_model(wc.model, "pretrain"),
         code=code_fingerprint(*TRAIN_CODE, "train/pretrain"),
         out=subpath(output.metrics, parent=True),
@@ -27,4 +28,4 @@ rule pretrain:
         "lookright pretrain --config-json {params.cfg:q} --data {params.data} --out {params.out}"
         " --upstream prepare_data={input.data_run}"
         " --tag snakemake.rule=pretrain --tag snakemake.wildcards=model={wildcards.model}"
-        " > {log} 2>&1"
+        " {params.debug} > {log} 2>&1"

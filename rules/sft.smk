@@ -19,6 +19,7 @@ rule sft:
         runtime=240,
         gpu=lambda wc: config["resources"]["train_gpus"],
     params:
+        debug=get_debug_flags("sft"),
         cfg=lambda wc: stage_config_for_model(wc.model, "sft"),
         code=code_fingerprint(*TRAIN_CODE, "train/sft"),
         base=get_base_argument,
@@ -29,4 +30,4 @@ rule sft:
         "lookright sft --config-json {params.cfg:q} --data {params.data} --base {params.base}"
         " --out {params.out} {params.base_run}"
         " --tag snakemake.rule=sft --tag snakemake.wildcards=model={wildcards.model}"
-        " > {log} 2>&1"
+        " {params.debug} > {log} 2>&1"

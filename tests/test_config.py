@@ -160,7 +160,7 @@ def test_config_files_validate_against_the_schema(full_config, smoke_merged):
     assert smoke_merged["data"]["shapes"]["image_size"] == 112
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "cluster.yaml"])
 def test_config_sections_load_into_the_stage_configs(name):
     """Each stage's sections (as the rules pass them) pass the typed configs."""
     merged = _yaml("config.yaml")
@@ -205,3 +205,15 @@ def test_missing_required_section_fails_validation(full_config):
     del full_config["run_models"]
     with pytest.raises(WorkflowError, match="run_models"):
         validate(full_config, SCHEMA)
+
+
+def test_cluster_config_validates_and_names_real_models_and_readers(full_config):
+    """config/cluster.yaml (what a cluster user copies) is valid over the defaults."""
+    merged = _yaml("config.yaml")
+    update_config(merged, _yaml("cluster.yaml"))
+    validate(merged, SCHEMA)
+    assert merged["data"]["source"] == "real"
+    readers = {entry["reader"] for entry in merged["data"]["real"]}
+    assert readers == {"saliency_r1", "llava_conversations", "pope", "coco", "vqa_hat"}
+    for name in merged["run_models"]:
+        assert merged["models"][name]["base"] != "pretrain"

@@ -55,6 +55,7 @@ def _stage_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra MLflow tag (e.g. snakemake.rule=sft); repeatable",
     )
+    parser.add_argument("--fail-for-test", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--upstream",
         action="append",
@@ -64,6 +65,15 @@ def _stage_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
         help="an upstream stage's run.json, recorded as a tag; repeatable",
     )
     return parser
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by ``--fail-for-test`` (config ``debug.fail_rules``) inside a stage's run."""
+
+
+def _maybe_fail(args, stage: str) -> None:
+    if getattr(args, "fail_for_test", False):
+        raise InjectedFailure(f"{stage}: failing on purpose (config debug.fail_rules)")
 
 
 def _load(schema, args):
@@ -81,6 +91,7 @@ def cmd_prepare_data(args) -> int:
     with stage_execution(
         "prepare_data", cfg, out_dir=args.out, results_dir=args.results_dir, tags=dict(args.tag)
     ) as run:
+        _maybe_fail(args, "prepare_data")
         summary = prepare(cfg.data, args.out)
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
         for name in ("summary.json", "rejected.parquet"):
@@ -107,6 +118,7 @@ def cmd_pretrain(args) -> int:
         upstream=dict(args.upstream),
         resume=True,
     ) as run:
+        _maybe_fail(args, "pretrain")
         metrics = run_pretrain(cfg, args.data, args.out, run)
         run.log_artifact(Path(args.out) / "metrics.json")
         run.log_artifact(Path(args.out) / "val_predictions.parquet")
@@ -130,6 +142,7 @@ def cmd_sft(args) -> int:
         upstream=dict(args.upstream),
         resume=True,
     ) as run:
+        _maybe_fail(args, "sft")
         metrics = run_sft(cfg, args.base, args.data, args.out, run)
         run.log_artifact(Path(args.out) / "metrics.json")
         run.log_artifact(Path(args.out) / "val_predictions.parquet")

@@ -96,6 +96,8 @@ class PretrainSection:
     steps: int = 600
     batch_size: int = 32
     learning_rate: float = 1e-3
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 20
     answer_template: str = "The {shape} {answer}"
     task_mix: list[str] = field(default_factory=lambda: ["vqa", "pope", "caption"])
     eval_samples: int = 200

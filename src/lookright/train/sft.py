@@ -22,6 +22,7 @@ from lookright.config import SftConfig
 from lookright.eval.accuracy import accuracy
 from lookright.io import write_rows
 from lookright.models import load_model
+from lookright.rewards.format import has_think_format
 from lookright.train.common import (
     PREDICTIONS,
     MlflowStepLogger,
@@ -35,15 +36,6 @@ from lookright.train.datasets import conversational_dataset, load_samples
 def sft_target(row: dict) -> str:
     """The CoT target when the sample has one, else the plain answer."""
     return row["cot"] or row["answer"]
-
-
-def has_think_format(text: str) -> bool:
-    """Exactly one ``<think>`` and one ``</think>``, in that order, both parts non-empty."""
-    if text.count("<think>") != 1 or text.count("</think>") != 1:
-        return False
-    before, _, rest = text.partition("<think>")
-    thought, _, answer = rest.partition("</think>")
-    return not before.strip() and bool(thought.strip()) and bool(answer.strip())
 
 
 def lora_config(cfg: SftConfig) -> LoraConfig | None:
