@@ -25,7 +25,7 @@ run: install
 smoke: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
-test: install
+test: lint
 	$(BIN)/pytest -q
 
 test-fast: install

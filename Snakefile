@@ -15,6 +15,8 @@ include: "rules/common.smk"
 include: "rules/prepare_data.smk"
 include: "rules/pretrain.smk"
 include: "rules/sft.smk"
+include: "rules/grpo.smk"
+include: "rules/decode.smk"
 
 
 onstart:

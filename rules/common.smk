@@ -90,6 +90,8 @@ def get_final_outputs():
     outputs = [f"{RESULTS}/data/samples.parquet"]
     for model in get_run_models():
         outputs.append(f"{RESULTS}/sft/{model}/model/config.json")
+    outputs += get_grpo_outputs()
+    outputs += get_decode_outputs()
     return outputs
 
 
@@ -104,3 +106,149 @@ def get_debug_flags(rule_name):
     """``--fail-for-test`` for rules listed in ``debug.fail_rules`` (failure/resume tests)."""
     failing = config.get("debug", {}).get("fail_rules", [])
     return "--fail-for-test" if rule_name in failing else ""
+
+
+# Stage grpo: one branch per (model, reward set), each from the same SFT checkpoint.
+# A branch's params hold only its own reward set (weights + the options of the rewards it
+# uses) and the code it runs, so adding a reward set to config adds only its branch.
+GRPO_SHARED_KEYS = ("reward_sets", "run_reward_sets", "reward_options")
+MODEL_REWARDS = ("saliency_alignment", "region_attention")
+GRPO_CODE = (*TRAIN_CODE, "train/grpo", "rewards/__init__", "rewards/base")
+GRPO_REWARD_CODE = {
+    "accuracy": ("rewards/accuracy",),
+    "format": ("rewards/format",),
+    "saliency_alignment": (
+        "rewards/policy",
+        "rewards/saliency",
+        "saliency",
+        "eval/localisation",
+    ),
+    "region_attention": (
+        "rewards/policy",
+        "rewards/saliency",
+        "rewards/region_attention",
+        "saliency",
+        "eval/localisation",
+    ),
+}
+
+
+def get_reward_sets():
+    return list(config["grpo"].get("run_reward_sets", []))
+
+
+def grpo_rewards_used(reward_set):
+    """Reward names a branch computes: its set, plus the monitored alignment if enabled."""
+    section = config["grpo"]
+    if reward_set not in section["reward_sets"]:
+        raise ValueError(
+            f"reward set {reward_set!r} is not defined under grpo.reward_sets; "
+            f"defined: {sorted(section['reward_sets'])}"
+        )
+    used = list(section["reward_sets"][reward_set])
+    if section.get("monitor_alignment") and "saliency_alignment" not in used:
+        used.append("saliency_alignment")
+    return used
+
+
+def grpo_stage_config(model, reward_set):
+    """The branch's stage config as canonical JSON (its rerun trigger)."""
+    section = config["grpo"]
+    branch = {k: v for k, v in section.items() if k not in GRPO_SHARED_KEYS}
+    branch["reward_set"] = reward_set
+    branch["rewards"] = dict(section["reward_sets"][reward_set])
+    options = section.get("reward_options", {})
+    branch["reward_options"] = {
+        name: options[name] for name in grpo_rewards_used(reward_set) if name in options
+    }
+    chosen = {"seed": config["seed"], "model": model_config(model), "grpo": branch}
+    return json.dumps(chosen, sort_keys=True, separators=(",", ":"))
+
+
+def grpo_code(reward_set):
+    """Fingerprint of the modules the branch runs (saliency code only for model rewards)."""
+    modules = list(GRPO_CODE)
+    for name in grpo_rewards_used(reward_set):
+        modules += [m for m in GRPO_REWARD_CODE[name] if m not in modules]
+    return code_fingerprint(*modules)
+
+
+def get_grpo_outputs():
+    return [
+        f"{RESULTS}/grpo/{model}/{reward_set}/model/config.json"
+        for model in get_run_models()
+        for reward_set in get_reward_sets()
+    ]
+
+
+# Stage decode: one branch per (model, source, strategy); source = "sft" or "grpo-<reward_set>".
+# A branch's params hold only the decode keys its strategy reads and the code it runs, so
+# adding a strategy to decode.run_strategies adds only its branch, and editing one strategy's
+# parameters (decode.sgrs, decode.locore, decode.num_beams) reruns only the branches using them.
+DECODE_STRATEGIES = ("greedy", "beam", "sample", "locore", "sgrs", "sgrs+locore")
+DECODE_SHARED_KEYS = ("run_strategies", "run_sources", "sgrs", "locore", "num_beams")
+DECODE_CODE = (
+    *CORE_CODE,
+    "models",
+    "train/datasets",
+    "decoding",
+    "saliency/attention_math",
+    "saliency/batch",
+    "eval/pope",
+)
+
+
+def decode_branch_config(model, strategy):
+    """The branch's stage config as canonical JSON (its rerun trigger)."""
+    section = config["decode"]
+    branch = {k: v for k, v in section.items() if k not in DECODE_SHARED_KEYS}
+    scored = section.get("token_saliency", True) and strategy != "beam"
+    if strategy == "beam":
+        branch["num_beams"] = section["num_beams"]
+        branch.pop("token_saliency", None)
+    sgrs = section.get("sgrs", {})
+    if strategy in ("sgrs", "sgrs+locore"):
+        branch["sgrs"] = sgrs
+    else:
+        picked = {}
+        if strategy == "sample" and "top_k" in sgrs:
+            picked["top_k"] = sgrs["top_k"]
+        if scored and "layers" in sgrs:  # the layers that score the baselines' tokens
+            picked["layers"] = sgrs["layers"]
+        if picked:
+            branch["sgrs"] = picked
+    if strategy in ("locore", "sgrs+locore"):
+        branch["locore"] = section.get("locore", {})
+    chosen = {"seed": config["seed"], "model": model_config(model), "decode": branch}
+    return json.dumps(chosen, sort_keys=True, separators=(",", ":"))
+
+
+def decode_model_dir(wildcards):
+    """The checkpoint folder a source names: the SFT model or a GRPO branch's model."""
+    if wildcards.source == "sft":
+        return f"{RESULTS}/sft/{wildcards.model}/model"
+    return f"{RESULTS}/grpo/{wildcards.model}/{wildcards.source[len('grpo-'):]}/model"
+
+
+def decode_upstream(wildcards):
+    folder = decode_model_dir(wildcards).rsplit("/", 1)[0]
+    stage = "sft" if wildcards.source == "sft" else "grpo"
+    return f"--upstream {stage}={folder}/run.json"
+
+
+def get_decode_sources():
+    sources = config["decode"].get("run_sources")
+    if sources is None:
+        sources = ["sft"] + [
+            f"grpo-{r}" for r in config["grpo"].get("run_reward_sets", [])
+        ]
+    return list(sources)
+
+
+def get_decode_outputs():
+    return [
+        f"{RESULTS}/decode/{model}/{source}/{strategy}/answers.parquet"
+        for model in get_run_models()
+        for source in get_decode_sources()
+        for strategy in config["decode"].get("run_strategies", [])
+    ]

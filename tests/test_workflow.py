@@ -40,7 +40,7 @@ def test_smoke_dag_produces_tables_checkpoints_and_runs(finished_workflow: Path)
     experiment = client.get_experiment_by_name("lookright")
     runs = client.search_runs([experiment.experiment_id])
     by_stage = {r.data.tags["lookright.stage"]: r for r in runs}
-    assert set(by_stage) == {"prepare_data", "pretrain", "sft"}
+    assert set(by_stage) == {"prepare_data", "pretrain", "sft", "grpo", "decode"}
     assert all(r.info.status == "FINISHED" for r in runs)
     sft = by_stage["sft"]
     assert sft.data.tags["lookright.upstream.pretrain"] == by_stage["pretrain"].info.run_id
@@ -62,12 +62,34 @@ def _with_override(workdir: Path, override: dict) -> tuple[str, ...]:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ({"sft": {"learning_rate": 0.01}}, {"sft": 1}),
-        ({"pretrain": {"steps": 5}}, {"pretrain": 1, "sft": 1}),
-        ({"data": {"shapes": {"seed": 7}}}, {"prepare_data": 1, "pretrain": 1, "sft": 1}),
+        ({"sft": {"learning_rate": 0.01}}, {"sft": 1, "grpo": 3, "decode": 8}),
+        ({"pretrain": {"steps": 5}}, {"pretrain": 1, "sft": 1, "grpo": 3, "decode": 8}),
+        (
+            {"data": {"shapes": {"seed": 7}}},
+            {"prepare_data": 1, "pretrain": 1, "sft": 1, "grpo": 3, "decode": 8},
+        ),
         ({"tracking": {"experiment": "elsewhere"}}, {}),
+        (
+            {"grpo": {"run_reward_sets": ["acc+fmt", "acc+fmt+sal", "sayo", "acc"]}},
+            {"grpo": 1, "decode": 2},
+        ),
+        (
+            {"grpo": {"reward_options": {"region_attention": {"rho": 0.2}}}},
+            {"grpo": 1, "decode": 2},
+        ),
+        ({"decode": {"run_strategies": ["greedy", "sgrs+locore", "locore"]}}, {"decode": 4}),
+        ({"decode": {"sgrs": {"alpha": 0.5}}}, {"decode": 4}),
     ],
-    ids=["sft-param", "pretrain-param", "data-param", "tracking-only"],
+    ids=[
+        "sft-param",
+        "pretrain-param",
+        "data-param",
+        "tracking-only",
+        "new-reward-set",
+        "sayo-option",
+        "new-strategy",
+        "sgrs-option",
+    ],
 )
 def test_changing_a_parameter_reruns_its_stage_and_downstream_only(
     finished_workflow: Path, override: dict, expected: dict[str, int]
@@ -84,9 +106,11 @@ def _edit(path: Path) -> str:
 @pytest.mark.parametrize(
     ("module", "expected"),
     [
-        ("train/sft.py", {"sft": 1}),
-        ("train/pretrain.py", {"pretrain": 1, "sft": 1}),
-        ("data/shapes.py", {"prepare_data": 1, "pretrain": 1, "sft": 1}),
+        ("train/sft.py", {"sft": 1, "grpo": 3, "decode": 8}),
+        ("train/pretrain.py", {"pretrain": 1, "sft": 1, "grpo": 3, "decode": 8}),
+        ("data/shapes.py", {"prepare_data": 1, "pretrain": 1, "sft": 1, "grpo": 3, "decode": 8}),
+        ("rewards/region_attention.py", {"grpo": 1, "decode": 2}),
+        ("decoding/sgrs.py", {"decode": 8}),
         ("eval/chair.py", {}),
     ],
 )

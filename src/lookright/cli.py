@@ -180,20 +180,29 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--base", required=True, help="base checkpoint folder or hub id")
     sft.set_defaults(func=cmd_sft)
 
+    from lookright.train.grpo import add_grpo_arguments, grpo_main
+
+    grpo = _stage_parser(sub, "grpo", "GRPO with saliency / region-attention rewards")
+    add_grpo_arguments(grpo)
+    grpo.set_defaults(func=grpo_main)
+
+    from lookright.decoding.stage import add_decode_arguments, decode_main
+
+    decode = _stage_parser(sub, "decode", "decode POPE/caption prompts with one strategy")
+    add_decode_arguments(decode)
+    decode.set_defaults(func=decode_main)
+
     init = sub.add_parser("tracking-init", help="create/migrate the MLflow store once")
     init.add_argument("--results-dir", default=Path("results"), type=Path)
     init.add_argument("--tracking-uri", default=None)
     init.add_argument("--experiment", default=os.environ.get("MLFLOW_EXPERIMENT_NAME", "lookright"))
     init.set_defaults(func=cmd_tracking_init)
 
-    try:
-        from lookright.saliency.explain import add_explain_arguments, explain_main
-    except ImportError:  # saliency engine not installed in this build
-        pass
-    else:
-        explain = sub.add_parser("explain", help="saliency maps for one image + question")
-        add_explain_arguments(explain)
-        explain.set_defaults(func=explain_main)
+    from lookright.saliency.explain import add_explain_arguments, explain_main
+
+    explain = sub.add_parser("explain", help="saliency maps for one image + question")
+    add_explain_arguments(explain)
+    explain.set_defaults(func=explain_main)
     return parser
 
 

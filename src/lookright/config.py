@@ -129,6 +129,7 @@ class SftSection:
     steps: int = 200
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
     learning_rate: float = 5e-4
     lora: LoraSection = field(default_factory=LoraSection)
     task_mix: list[str] = field(default_factory=lambda: ["vqa", "pope", "caption"])

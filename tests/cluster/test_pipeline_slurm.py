@@ -2,7 +2,8 @@
 
 1. With ``debug.fail_rules: [sft]`` the sft job fails: Snakemake exits non-zero naming the
    job's SLURM log, and the sft MLflow run is FAILED.
-2. ``--rerun-incomplete`` without the flag redoes only sft; every job went through sbatch.
+2. ``--rerun-incomplete`` without the flag redoes only sft and the GRPO branch behind it;
+   every job went through sbatch.
 3. The results equal a local run with the same seeds.
 """
 
@@ -39,7 +40,14 @@ def _rules_of(cluster: SlurmCluster, log: str) -> list[str]:
 
 def test_pipeline_fails_resumes_and_matches_local(slurm_cluster: SlurmCluster, tmp_path: Path):
     on_slurm = copy_workflow(tmp_path / "slurm")
-    (on_slurm / "fail.yaml").write_text(yaml.safe_dump({"debug": {"fail_rules": ["sft"]}}))
+    one_branch = {
+        "grpo": {"run_reward_sets": ["acc+fmt"]},
+        "decode": {"run_strategies": ["greedy"]},
+    }
+    (on_slurm / "fail.yaml").write_text(
+        yaml.safe_dump({**one_branch, "debug": {"fail_rules": ["sft"]}})
+    )
+    (on_slurm / "branch.yaml").write_text(yaml.safe_dump(one_branch))
     failed = run_snakemake_on_slurm(
         on_slurm,
         on_slurm / "Snakefile",
@@ -65,18 +73,19 @@ def test_pipeline_fails_resumes_and_matches_local(slurm_cluster: SlurmCluster, t
     resumed = run_snakemake_on_slurm(
         on_slurm,
         on_slurm / "Snakefile",
-        extra_args=["--configfile", "config/smoke.yaml", "--rerun-incomplete"],
+        extra_args=["--configfile", "config/smoke.yaml", "branch.yaml", "--rerun-incomplete"],
         timeout_s=TIMEOUT_S,
     )
     assert resumed.returncode == 0, resumed.stdout[-4000:] + slurm_cluster.diagnostics()
-    assert _rules_of(slurm_cluster, resumed.stdout) == ["sft"]
+    assert _rules_of(slurm_cluster, resumed.stdout) == ["decode", "decode", "grpo", "sft"]
     # A training stage resumes its unfinished run: same run id, now FINISHED.
     (resumed_run,) = _runs_by_stage(results)["sft"]
     assert resumed_run.info.run_id == failed_run.info.run_id
     assert resumed_run.info.status == "FINISHED"
 
     local = copy_workflow(tmp_path / "local")
-    done = snakemake(local, "--configfile", "config/smoke.yaml")
+    (local / "branch.yaml").write_text(yaml.safe_dump(one_branch))
+    done = snakemake(local, "--configfile", "config/smoke.yaml", "branch.yaml")
     assert done.returncode == 0, done.stderr[-4000:]
     for table in ("data/images.parquet", "data/samples.parquet"):
         assert pq.read_table(results / table).equals(

@@ -105,6 +105,7 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
         max_length=None,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        gradient_checkpointing=False,
     )
     trainer = SFTTrainer(
         model=model,

@@ -76,6 +76,7 @@ def run_sft(
         use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available(),
         dataloader_num_workers=0,
+        gradient_checkpointing=section.gradient_checkpointing,
     )
     trainer = SFTTrainer(
         model=model,

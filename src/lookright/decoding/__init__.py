@@ -1,0 +1,53 @@
+"""Hallucination-mitigating decoding: SGRS and LocoRE (LVLMs-Saliency), with baselines.
+
+Public API: :func:`generate` (all strategies on a left-padded batch), the parameter classes
+:class:`SgrsParams` / :class:`LocoreParams`, and the building blocks for use with a plain
+``model.generate``: :func:`attention_session` (LocoRE; the attention function SGRS needs),
+:class:`StepScorer` (per-step candidate saliency) and :class:`SaliencyGuidedSampler` (the
+SGRS LogitsProcessor). See METHODS.md sections 5-7.
+
+The building blocks with a plain ``model.generate`` (what :func:`generate` does)::
+
+    params = SgrsParams(alpha=0.6)
+    keys = question_key_mask(processor, inputs, questions, model.config.image_token_id)
+    with attention_session(model, adapter, locore=LocoreParams(beta=0.15)) as session:
+        layers = layer_indices(params.layers, session.n_layers)
+        with StepScorer(model, adapter, session, layers) as scorer:
+            sgrs = SaliencyGuidedSampler(scorer, params, keys)
+            out = model.generate(**inputs, do_sample=False, logits_processor=[sgrs],
+                                 max_new_tokens=64)
+    # sgrs.state.records: per step candidates, their saliency, tau, draws, fallbacks
+
+``attention_session`` alone is LocoRE for any transformers decoding (greedy, sampling, beam
+search). Use :func:`lookright.decoding.generate.generation_config` so a checkpoint's own
+sampling/penalty settings do not add logits processors.
+"""
+
+from lookright.decoding.attention import attention_session
+from lookright.decoding.generate import DecodeOutput, generate, question_key_mask
+from lookright.decoding.params import (
+    FAMILY_BETA,
+    STRATEGIES,
+    DecodingParameterError,
+    LocoreParams,
+    SgrsParams,
+    layer_indices,
+)
+from lookright.decoding.saliency import StepScorer
+from lookright.decoding.sgrs import SaliencyGuidedSampler, StepRecord
+
+__all__ = [
+    "FAMILY_BETA",
+    "STRATEGIES",
+    "DecodeOutput",
+    "DecodingParameterError",
+    "LocoreParams",
+    "SaliencyGuidedSampler",
+    "SgrsParams",
+    "StepRecord",
+    "StepScorer",
+    "attention_session",
+    "generate",
+    "layer_indices",
+    "question_key_mask",
+]

@@ -1,0 +1,265 @@
+"""``lookright.decoding.generate``: every decoding strategy of the stage from plain Python.
+
+    from lookright.decoding import generate
+    encoded = adapter.encode(processor, images, questions)          # left padding
+    out = generate(model, encoded.inputs, strategy="sgrs+locore", max_new_tokens=64,
+                   alpha=0.6, beta=0.15)
+    texts = processor.tokenizer.batch_decode(out.tokens, skip_special_tokens=True)
+
+Strategies (all through ``model.generate`` with the KV cache and the model's attention
+implementation): ``greedy``; ``beam`` (``num_beams``, the paper's baseline); ``sample``
+(top-K sampling, K = ``top_k``); ``locore`` (greedy + LocoRE); ``sgrs``; ``sgrs+locore``.
+Sampling decisions are made by :class:`SaliencyGuidedSampler` for ``sample`` and the SGRS
+strategies, so ``sample`` and ``sgrs`` share one random stream (``sgrs`` with alpha = 0 gives
+the same tokens as ``sample``, which gives the same tokens as transformers' own top-K
+sampling under the same seed).
+
+The checkpoint's ``generation_config`` contributes only its special tokens (eos/pad/bos):
+sampling and penalty settings shipped with a checkpoint (Qwen2.5-VL ships top_k=1,
+repetition_penalty=1.05, ...) would otherwise silently change the strategies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel
+
+from lookright.decoding.attention import attention_session
+from lookright.decoding.params import (
+    LocoreParams,
+    SgrsParams,
+    as_params,
+    check_positive_int,
+    check_strategy,
+    layer_indices,
+    split_flat_params,
+)
+from lookright.decoding.saliency import StepScorer
+from lookright.decoding.sgrs import SaliencyGuidedSampler, StepRecord
+from lookright.models.base import VLMAdapter, adapter_for
+from lookright.saliency.batch import find_subsequence, tag_ids
+
+
+@dataclass
+class DecodeOutput:
+    """Result of :func:`generate` for a batch.
+
+    tokens[b]: generated token ids of sample b, up to and including the first end token.
+    token_saliency[b]: S of each of those tokens (SGRS strategies; baselines when
+    ``token_saliency=True``; None for beam search or when not computed).
+    draws[b] / fallback[b]: SGRS draws per token and whether the saliency fallback chose it
+    (None for strategies without SGRS).
+    records: per-step :class:`StepRecord` of the sampler (candidates, their saliency, tau).
+    time_s: wall time of the batch; saliency_time_s: the part spent scoring candidates.
+    """
+
+    strategy: str
+    tokens: list[list[int]]
+    token_saliency: list[list[float]] | None
+    draws: list[list[int]] | None
+    fallback: list[list[bool]] | None
+    records: list[StepRecord]
+    sequences: torch.Tensor
+    time_s: float
+    saliency_time_s: float
+
+    @property
+    def n_new_tokens(self) -> int:
+        return sum(len(t) for t in self.tokens)
+
+
+def question_key_mask(
+    processor: Any,
+    inputs: Mapping[str, torch.Tensor],
+    questions: Sequence[str] | None,
+    image_token_id: int | None,
+) -> torch.Tensor:
+    """``(B, W0)`` float mask of each prompt's question tokens (J's prompt part).
+
+    The question's token ids are located in the prompt as a subsequence (as the saliency
+    engine does); if not found (or no questions given), every non-padding, non-image prompt
+    token counts.
+    """
+    ids = inputs["input_ids"]
+    mask = inputs["attention_mask"].bool()
+    fallback = mask & (ids != image_token_id) if image_token_id is not None else mask.clone()
+    keys = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+    for b in range(ids.shape[0]):
+        found = -1
+        if questions is not None and questions[b]:
+            pattern = tag_ids(processor.tokenizer, questions[b])
+            found = find_subsequence(ids[b].tolist(), pattern)
+        if found >= 0:
+            keys[b, found : found + len(pattern)] = 1.0
+        else:
+            keys[b] = fallback[b].float()
+    return keys
+
+
+def _special_tokens(model: PreTrainedModel) -> dict[str, Any]:
+    config = model.generation_config
+    return {
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+        "bos_token_id": config.bos_token_id,
+    }
+
+
+def generation_config(
+    model: PreTrainedModel, max_new_tokens: int, *, do_sample: bool, num_beams: int = 1, **extra
+) -> GenerationConfig:
+    """A config with transformers' global defaults, the model's special tokens and ``extra``."""
+    values = GenerationConfig()._get_default_generation_params()
+    values.update(_special_tokens(model))
+    values.update(max_new_tokens=max_new_tokens, do_sample=do_sample, num_beams=num_beams, **extra)
+    values.pop("max_length", None)
+    return GenerationConfig(**values)
+
+
+def _end_tokens(model: PreTrainedModel) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    return {int(t) for t in eos}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def generate(
+    model: PreTrainedModel,
+    inputs: Mapping[str, Any],
+    strategy: str = "greedy",
+    *,
+    max_new_tokens: int = 64,
+    adapter: VLMAdapter | None = None,
+    sgrs: SgrsParams | Mapping[str, Any] | None = None,
+    locore: LocoreParams | Mapping[str, Any] | None = None,
+    num_beams: int = 5,
+    question_keys: torch.Tensor | None = None,
+    generators: list[torch.Generator] | None = None,
+    token_saliency: bool = False,
+    recompute_rows: bool = False,
+    **params: Any,
+) -> DecodeOutput:
+    """Decode a left-padded batch ``inputs`` (from ``adapter.encode``) with ``strategy``.
+
+    Parameters can be given as ``sgrs=SgrsParams(...)`` / ``locore=LocoreParams(...)`` (or
+    dicts), and/or as flat keywords: ``top_k, max_draws, alpha, history, sgrs_layers``
+    (SGRS; ``top_k`` is also K of ``sample``) and ``beta, locore_window, locore_layers,
+    renormalise`` (LocoRE). ``question_keys (B, W0)`` marks the question tokens of J (default:
+    every non-image prompt token; see :func:`question_key_mask`). ``generators``: one
+    ``torch.Generator`` per sequence for the sampling strategies (default: the global RNG).
+    ``token_saliency``: also score the chosen token of ``greedy``/``sample``/``locore``.
+    ``recompute_rows``: score every step by recomputing its row after the step instead of
+    differentiating the step in place (slower; the two agree, a test checks it).
+    """
+    check_strategy(strategy)
+    max_new_tokens = check_positive_int("max_new_tokens", max_new_tokens)
+    sgrs_params, locore_params = split_flat_params(
+        params, as_params(SgrsParams, sgrs), as_params(LocoreParams, locore)
+    )
+    adapter = adapter or adapter_for(model)
+    ids = inputs["input_ids"]
+    batch = ids.shape[0]
+    if generators is not None and len(generators) != batch:
+        raise ValueError(f"generators: need one per sequence ({batch}), got {len(generators)}")
+    use_locore = strategy in ("locore", "sgrs+locore")
+    use_sgrs = strategy in ("sgrs", "sgrs+locore")
+    if use_sgrs:
+        sampler_mode = "sgrs"
+    elif strategy == "sample":
+        sampler_mode = "topk"
+    elif strategy in ("greedy", "locore") and token_saliency:
+        sampler_mode = "argmax"  # greedy itself, to score the chosen tokens
+    else:
+        sampler_mode = None  # plain transformers greedy / beam search
+    scoring = use_sgrs or (token_saliency and sampler_mode is not None)
+    if strategy == "beam":
+        num_beams = check_positive_int("num_beams", num_beams)
+    config = generation_config(
+        model, max_new_tokens, do_sample=False, num_beams=num_beams if strategy == "beam" else 1
+    )
+    if question_keys is None:
+        image_token = getattr(model.config, "image_token_id", None)
+        question_keys = question_key_mask(None, inputs, None, image_token)
+    device = ids.device
+    model.eval()
+    sampler: SaliencyGuidedSampler | None = None
+    with contextlib.ExitStack() as stack:
+        session = None
+        if use_locore or scoring:
+            session = stack.enter_context(
+                attention_session(model, adapter, locore=locore_params if use_locore else None)
+            )
+        scorer = None
+        if scoring:
+            layers = layer_indices(sgrs_params.layers, session.n_layers)
+            scorer = stack.enter_context(
+                StepScorer(model, adapter, session, layers, in_graph=not recompute_rows)
+            )
+        processors = []
+        if sampler_mode is not None:
+            sampler = SaliencyGuidedSampler(
+                scorer,
+                sgrs_params,
+                question_keys.to(device),
+                mode=sampler_mode,
+                score=scoring,
+                generators=generators,
+            )
+            processors.append(sampler)
+        _sync(device)
+        start = time.perf_counter()
+        sequences = model.generate(
+            **inputs, generation_config=config, logits_processor=processors or None
+        )
+        _sync(device)
+        elapsed = time.perf_counter() - start
+    return _collect(strategy, model, ids.shape[1], sequences, sampler, elapsed)
+
+
+def _collect(
+    strategy: str,
+    model: PreTrainedModel,
+    prompt_width: int,
+    sequences: torch.Tensor,
+    sampler: SaliencyGuidedSampler | None,
+    elapsed: float,
+) -> DecodeOutput:
+    ends = _end_tokens(model)
+    new = sequences[:, prompt_width:].tolist()
+    tokens = []
+    for row in new:
+        cut = next((i + 1 for i, t in enumerate(row) if t in ends), len(row))
+        tokens.append(row[:cut])
+    records = sampler.state.records if sampler is not None else []
+    saliency = draws = fallback = None
+    if sampler is not None and sampler.score:
+        saliency = [
+            [float(records[i].chosen_saliency[b]) for i in range(len(t))]
+            for b, t in enumerate(tokens)
+        ]
+    if sampler is not None and sampler.mode == "sgrs":
+        draws = [[int(records[i].draws[b]) for i in range(len(t))] for b, t in enumerate(tokens)]
+        fallback = [
+            [bool(records[i].fallback[b]) for i in range(len(t))] for b, t in enumerate(tokens)
+        ]
+    return DecodeOutput(
+        strategy=strategy,
+        tokens=tokens,
+        token_saliency=saliency,
+        draws=draws,
+        fallback=fallback,
+        records=records,
+        sequences=sequences,
+        time_s=elapsed,
+        saliency_time_s=sampler.state.saliency_time_s if sampler is not None else 0.0,
+    )

@@ -1,0 +1,312 @@
+"""The ``decode`` stage: answer the POPE questions and caption prompts with one strategy.
+
+    lookright decode --model-dir results/sft/<model>/model --data results/data \\
+        --strategy sgrs+locore --out results/decode/<model>/sft/sgrs+locore \\
+        [--config-json '{"decode": {...}, "model": {...}, "seed": 0}']
+
+Reads the ``decode.split`` samples of ``decode.tasks`` (``samples.parquet`` +
+``images.parquet`` from ``prepare_data``), decodes them in batches (left padding) with
+:func:`lookright.decoding.generate`, and writes ``<out>/answers.parquet`` (one row per sample:
+text, answer, token ids, per-token saliency, SGRS draws/fallbacks, timing), ``<out>/metrics.json``
+and ``<out>/run.json``, all logged to one MLflow run. Sampling strategies draw from one random
+stream per sample (seeded by ``seed`` and the sample id), so answers do not depend on batching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+from tqdm.auto import tqdm
+
+from lookright.config import ConfigError
+from lookright.decoding.config import DecodeConfig, locore_params, sgrs_params, validate
+from lookright.decoding.generate import generate, question_key_mask
+from lookright.decoding.params import STRATEGIES
+from lookright.eval.pope import parse_yes_no, pope_by_split
+from lookright.io import write_rows
+from lookright.models.base import load_model
+from lookright.train.datasets import decode_png, load_samples
+
+THINK_CLOSE = "</think>"
+
+DECODED = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("pope_split", pa.string()),
+        pa.field("question", pa.string(), nullable=False),
+        pa.field("reference", pa.string(), nullable=False),
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("answer", pa.string(), nullable=False),
+        pa.field("token_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("n_tokens", pa.int32(), nullable=False),
+        pa.field("token_saliency", pa.list_(pa.float32())),
+        pa.field("sgrs_draws", pa.list_(pa.int16())),
+        pa.field("sgrs_fallback", pa.list_(pa.bool_())),
+        pa.field("batch_index", pa.int32(), nullable=False),
+        pa.field("batch_size", pa.int32(), nullable=False),
+        pa.field("batch_time_s", pa.float64(), nullable=False),
+        pa.field("batch_saliency_time_s", pa.float64(), nullable=False),
+        pa.field("time_s", pa.float64(), nullable=False),
+    ]
+)
+"""``answers.parquet``: one row per decoded sample.
+
+text: the decoded completion (special tokens skipped); answer: the text after the last
+``</think>`` (the whole text without one), stripped. token_ids: generated ids up to and
+including the end token. token_saliency: S of each token (LVLMs-Saliency, null for beam
+search or ``token_saliency: false``). sgrs_draws / sgrs_fallback: per token, for the SGRS
+strategies (null otherwise). batch_*: the batch the sample was decoded in; time_s: the batch's
+wall time divided by its size.
+"""
+
+
+def sample_generator(seed: int, sample_id: str, device: torch.device) -> torch.Generator:
+    """The random stream of one sample: seeded by ``seed`` and the sample id."""
+    digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return generator
+
+
+def final_answer(text: str) -> str:
+    """The text after the last ``</think>``, stripped (the whole text without one)."""
+    return text.rsplit(THINK_CLOSE, 1)[-1].strip()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _dtype(name: str) -> Any:
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def _load(cfg: DecodeConfig, model_dir: str | Path):
+    d = cfg.decode
+    family = None if (Path(model_dir) / "config.json").exists() else cfg.model.family
+    return load_model(
+        model_dir,
+        family=family,
+        dtype=_dtype(d.dtype),
+        attn_implementation=d.attn_implementation,
+        device=_device(d.device),
+    )
+
+
+def run_decode(
+    cfg: DecodeConfig,
+    model_dir: str | Path,
+    data_dir: str | Path,
+    strategy: str,
+    out_dir: str | Path,
+    run: Any = None,
+) -> dict[str, float]:
+    """Decode the configured samples with ``strategy``; write answers.parquet + metrics.json."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    validate(cfg)
+    d = cfg.decode
+    sgrs, locore = sgrs_params(d.sgrs), locore_params(d.locore)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    loaded = _load(cfg, model_dir)
+    model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
+    model.eval()
+    device = next(model.parameters()).device
+    tokenizer = processor.tokenizer
+    image_token = adapter.image_token_id(model)
+    table = load_samples(data_dir, d.split, tuple(d.tasks))
+    rows_out: list[dict[str, Any]] = []
+    batch_index = 0
+    for task in d.tasks:
+        rows = [r for r in table.to_pylist() if r["task"] == task]
+        if d.max_samples is not None:
+            rows = rows[: d.max_samples]
+        starts = range(0, len(rows), d.batch_size)
+        for start in tqdm(starts, desc=f"decode {strategy} {task}", leave=False):
+            batch = rows[start : start + d.batch_size]
+            questions = [r["question"] for r in batch]
+            encoded = adapter.encode(
+                processor, [decode_png(r["image_png"]) for r in batch], questions
+            )
+            inputs = encoded.inputs.to(device)
+            generators = [sample_generator(cfg.seed, r["sample_id"], device) for r in batch]
+            output = generate(
+                model,
+                inputs,
+                strategy,
+                adapter=adapter,
+                max_new_tokens=d.max_new_tokens[task],
+                sgrs=sgrs,
+                locore=locore,
+                num_beams=d.num_beams,
+                question_keys=question_key_mask(processor, inputs, questions, image_token),
+                generators=generators,
+                token_saliency=d.token_saliency,
+            )
+            texts = tokenizer.batch_decode(output.tokens, skip_special_tokens=True)
+            for b, row in enumerate(batch):
+                rows_out.append(
+                    {
+                        "sample_id": row["sample_id"],
+                        "image_id": row["image_id"],
+                        "task": task,
+                        "pope_split": row["pope_split"],
+                        "question": row["question"],
+                        "reference": row["answer"],
+                        "strategy": strategy,
+                        "model": cfg.model.name,
+                        "text": texts[b].strip(),
+                        "answer": final_answer(texts[b]),
+                        "token_ids": output.tokens[b],
+                        "n_tokens": len(output.tokens[b]),
+                        "token_saliency": None
+                        if output.token_saliency is None
+                        else output.token_saliency[b],
+                        "sgrs_draws": None if output.draws is None else output.draws[b],
+                        "sgrs_fallback": None if output.fallback is None else output.fallback[b],
+                        "batch_index": batch_index,
+                        "batch_size": len(batch),
+                        "batch_time_s": output.time_s,
+                        "batch_saliency_time_s": output.saliency_time_s,
+                        "time_s": output.time_s / len(batch),
+                    }
+                )
+            batch_index += 1
+    write_rows(rows_out, DECODED, out_dir / "answers.parquet")
+    metrics = decode_metrics(rows_out)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    if run is not None:
+        run.log_metrics(metrics)
+        run.set_tags({"lookright.strategy": strategy, "lookright.model_dir": str(model_dir)})
+    return metrics
+
+
+def _mean(values: Sequence[float]) -> float:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else math.nan
+
+
+def decode_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Throughput, saliency and SGRS statistics, and POPE metrics of the decoded rows."""
+    batches = {r["batch_index"]: r for r in rows}
+    total_time = sum(r["batch_time_s"] for r in batches.values())
+    saliency_time = sum(r["batch_saliency_time_s"] for r in batches.values())
+    tokens = sum(r["n_tokens"] for r in rows)
+    metrics: dict[str, float] = {
+        "n_samples": float(len(rows)),
+        "n_tokens": float(tokens),
+        "decode_time_s": total_time,
+        "saliency_time_s": saliency_time,
+        "tokens_per_s": tokens / total_time if total_time > 0 else math.nan,
+        "samples_per_s": len(rows) / total_time if total_time > 0 else math.nan,
+    }
+    saliency = [s for r in rows for s in (r["token_saliency"] or [])]
+    if saliency:
+        metrics["mean_token_saliency"] = _mean(saliency)
+    draws = [n for r in rows for n in (r["sgrs_draws"] or [])]
+    if draws:
+        fallbacks = [f for r in rows for f in (r["sgrs_fallback"] or [])]
+        metrics["sgrs_mean_draws"] = sum(draws) / len(draws)
+        metrics["sgrs_rejection_rate"] = sum(
+            n > 1 or f for n, f in zip(draws, fallbacks, strict=True)
+        ) / len(draws)
+        metrics["sgrs_fallback_rate"] = sum(fallbacks) / len(fallbacks)
+    for task in sorted({r["task"] for r in rows}):
+        of_task = [r for r in rows if r["task"] == task]
+        metrics[f"{task}_mean_tokens"] = _mean([r["n_tokens"] for r in of_task])
+    pope = [
+        {
+            "pope_split": r["pope_split"],
+            "prediction": parse_yes_no(r["answer"]),
+            "label": r["reference"],
+        }
+        for r in rows
+        if r["task"] == "pope" and r["pope_split"] and r["reference"] in ("yes", "no")
+    ]
+    if pope:
+        for split, values in pope_by_split(pope).items():
+            for name in ("accuracy", "f1", "yes_ratio"):
+                value = values.get(name)
+                if value is not None:
+                    metrics[f"pope_{split}_{name}"] = float(value)
+    return metrics
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+
+def add_decode_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``lookright decode``.
+
+    Adds ``--model-dir``, ``--data``, ``--strategy``; also the arguments every stage has
+    (``--config-json``, ``--config``, ``--out``, ``--results-dir``, ``--tag``, ``--upstream``,
+    ``--fail-for-test``) unless the parser has them already (e.g. built by ``cli._stage_parser``).
+    """
+    if "--out" not in parser._option_string_actions:
+        from lookright.cli import _key_value
+
+        parser.add_argument("--config-json", action="append", default=[], metavar="JSON")
+        parser.add_argument("--config", action="append", default=[], metavar="YAML", type=Path)
+        parser.add_argument("--out", required=True, type=Path, help="output folder")
+        parser.add_argument("--results-dir", default=Path("results"), type=Path)
+        parser.add_argument("--tag", action="append", default=[], type=_key_value)
+        parser.add_argument("--upstream", action="append", default=[], type=_key_value)
+        parser.add_argument("--fail-for-test", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--model-dir", required=True, type=Path, help="checkpoint folder (save_pretrained)"
+    )
+    parser.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
+    parser.add_argument(
+        "--strategy", required=True, help=f"decoding strategy: {', '.join(STRATEGIES)}"
+    )
+    return parser
+
+
+def decode_main(args: argparse.Namespace) -> int:
+    """Entry point of ``lookright decode`` (arguments from :func:`add_decode_arguments`)."""
+    from lookright.config import load_stage_config
+    from lookright.stage import stage_execution
+
+    if args.strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy must be one of {list(STRATEGIES)}, got {args.strategy!r}")
+    if not (Path(args.model_dir) / "config.json").exists():
+        raise FileNotFoundError(f"--model-dir {args.model_dir}: no config.json (not a checkpoint)")
+    cfg = validate(load_stage_config(DecodeConfig, *args.config, *args.config_json))
+    tags = {**dict(args.tag), "lookright.strategy": args.strategy}
+    start = time.perf_counter()
+    with stage_execution(
+        "decode",
+        cfg,
+        out_dir=args.out,
+        results_dir=args.results_dir,
+        tags=tags,
+        upstream=dict(args.upstream),
+    ) as run:
+        if getattr(args, "fail_for_test", False):  # config debug.fail_rules (workflow tests)
+            raise RuntimeError("decode: failing on purpose (config debug.fail_rules)")
+        metrics = run_decode(cfg, args.model_dir, args.data, args.strategy, args.out, run)
+        run.log_artifact(Path(args.out) / "answers.parquet")
+        run.log_artifact(Path(args.out) / "metrics.json")
+    print(
+        f"decode {args.strategy}: {int(metrics['n_samples'])} samples, "
+        f"{metrics['tokens_per_s']:.1f} tokens/s ({time.perf_counter() - start:.1f} s) "
+        f"-> {args.out}/answers.parquet"
+    )
+    return 0

@@ -1,0 +1,244 @@
+"""A teacher-forced batch and the token bookkeeping every saliency method needs.
+
+:func:`prepare_batch` encodes (image, question, completion) triples with the family's adapter
+and records, per sample, which sequence positions hold the visual tokens, the question, the
+completion tokens to explain, and the thought / answer spans of a ``<think>...</think>answer``
+completion. Spans are located by token-id subsequence matching of the tag ids
+(``tokenizer(tag, add_special_tokens=False).input_ids``), never by re-tokenising decoded text
+(METHODS.md section 2: the Saliency-R1 reference re-tokenises, which can shift boundaries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from transformers import PreTrainedModel
+
+from lookright.models.base import EncodedBatch, VisualLayout, VLMAdapter
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+@dataclass(frozen=True)
+class SampleTokens:
+    """Token bookkeeping of one sample (all values are sequence positions).
+
+    ``targets`` are the completion tokens that maps explain (the end-of-turn/pad tokens the
+    encoder appends are excluded); the row that predicts target ``i`` is ``i - 1``.
+    ``thought``/``answer`` are ``None`` when the completion has no ``</think>`` (truncated);
+    ``answer`` may then be empty. ``cot_reason`` says why there is no bottleneck map.
+    """
+
+    visual: list[int]
+    grid: tuple[int, int]
+    prompt_text: list[int]
+    targets: list[int]
+    thought: list[int] | None
+    answer: list[int] | None
+    cot_reason: str | None
+
+
+@dataclass
+class SaliencyBatch:
+    """Encoded inputs of a batch plus per-sample token bookkeeping and original image sizes."""
+
+    encoded: EncodedBatch
+    layouts: list[VisualLayout]
+    samples: list[SampleTokens]
+    image_sizes: list[tuple[int, int]]
+    questions: list[str]
+    completions: list[str]
+
+    @property
+    def inputs(self):
+        return self.encoded.inputs
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.encoded.inputs["input_ids"]
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return self.encoded.inputs["attention_mask"]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def token_ids(self, b: int, positions: Sequence[int]) -> list[int]:
+        row = self.input_ids[b]
+        return [int(row[p]) for p in positions]
+
+    def to(self, device: torch.device | str) -> SaliencyBatch:
+        self.encoded.inputs = self.encoded.inputs.to(device)
+        return self
+
+
+def find_subsequence(sequence: Sequence[int], pattern: Sequence[int], start: int = 0) -> int:
+    """Index of the first occurrence of ``pattern`` in ``sequence`` at or after ``start``; -1 if none."""
+    n, m = len(sequence), len(pattern)
+    if m == 0:
+        return -1
+    for i in range(start, n - m + 1):
+        if list(sequence[i : i + m]) == list(pattern):
+            return i
+    return -1
+
+
+def tag_ids(tokenizer, tag: str) -> list[int]:
+    """Token ids of a tag as the tokenizer writes it inside text (no special tokens)."""
+    return list(tokenizer(tag, add_special_tokens=False)["input_ids"])
+
+
+def _end_tokens(tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    return {int(i) for i in ids if i is not None}
+
+
+def split_completion(
+    ids: Sequence[int], start: int, open_ids: Sequence[int], close_ids: Sequence[int]
+) -> tuple[list[int] | None, list[int] | None, str | None]:
+    """Thought and answer positions of a completion ``ids`` that starts at sequence ``start``.
+
+    Thought = tokens strictly between ``<think>`` and ``</think>`` (if the completion has no
+    ``<think>``, e.g. the prompt opened it, the thought starts at the completion's first token);
+    answer = tokens after ``</think>``. Returns ``(thought, answer, reason)``; ``reason`` is set
+    when the bottleneck map is undefined (no ``</think>``, empty thought or empty answer).
+    """
+    if len(ids) == 0:
+        return None, None, "empty completion"
+    close_at = find_subsequence(ids, close_ids)
+    if close_at < 0:
+        return None, None, "no </think> in the completion (truncated?)"
+    open_at = find_subsequence(ids[:close_at], open_ids)
+    thought_from = open_at + len(open_ids) if open_at >= 0 else 0
+    thought = [start + i for i in range(thought_from, close_at)]
+    answer = [start + i for i in range(close_at + len(close_ids), len(ids))]
+    if not thought:
+        return thought, answer, "empty thought"
+    if not answer:
+        return thought, answer, "empty answer"
+    return thought, answer, None
+
+
+def _prompt_text_positions(
+    row: list[int], prompt_from: int, prompt_to: int, visual: set[int], question_ids: list[int]
+) -> list[int]:
+    """Positions of the question's tokens in the prompt, else every non-visual prompt token."""
+    at = find_subsequence(row[:prompt_to], question_ids, prompt_from) if question_ids else -1
+    if at >= 0:
+        return list(range(at, at + len(question_ids)))
+    return [p for p in range(prompt_from, prompt_to) if p not in visual]
+
+
+def encode_with_completion_ids(
+    adapter: VLMAdapter,
+    processor,
+    images: Sequence[Image.Image],
+    questions: Sequence[str],
+    completion_ids: Sequence[Sequence[int]],
+) -> EncodedBatch:
+    """Like ``adapter.encode`` with completions given as token ids (e.g. a rollout's output).
+
+    The prompts are encoded by the adapter (left padding); each completion's ids are appended
+    as they are (include the end-of-turn id if it was generated). Keeps every per-token input
+    (``input_ids``, ``attention_mask``, Qwen's ``mm_token_type_ids``) aligned.
+    """
+    prompts = adapter.encode(processor, list(images), list(questions))
+    inputs, mask = prompts.inputs, prompts.inputs["attention_mask"]
+    width = mask.shape[1]
+    lengths = prompts.prompt_lengths
+    total = [n + len(ids) for n, ids in zip(lengths, completion_ids, strict=True)]
+    new_width = max(total)
+    per_token = [k for k, v in inputs.items() if torch.is_tensor(v) and v.shape == mask.shape]
+    rebuilt = {k: torch.zeros(len(lengths), new_width, dtype=inputs[k].dtype) for k in per_token}
+    rebuilt["input_ids"].fill_(processor.tokenizer.pad_token_id)
+    for b, (n_prompt, ids) in enumerate(zip(lengths, completion_ids, strict=True)):
+        start = new_width - total[b]
+        for key in per_token:
+            row = rebuilt[key][b]
+            row[start : start + n_prompt] = inputs[key][b, width - n_prompt :]
+            if key == "input_ids":
+                row[start + n_prompt :] = torch.as_tensor(list(ids), dtype=row.dtype)
+            elif key == "attention_mask":
+                row[start + n_prompt :] = 1
+    inputs.update(rebuilt)
+    starts = [new_width - n for n in total]
+    return EncodedBatch(inputs, starts, list(lengths), [len(ids) for ids in completion_ids])
+
+
+def prepare_batch(
+    model: PreTrainedModel,
+    processor,
+    adapter: VLMAdapter,
+    images: Sequence[Image.Image],
+    questions: Sequence[str],
+    completions: Sequence[str] | None = None,
+    completion_ids: Sequence[Sequence[int]] | None = None,
+) -> SaliencyBatch:
+    """Encode a teacher-forced batch and locate every span the saliency methods need.
+
+    Completions are given as text (tokenised on their own, end-of-turn appended, as
+    ``adapter.encode`` does) or as token ids (``completion_ids``, used as they are).
+    """
+    images = [im.convert("RGB") for im in images]
+    if (completions is None) == (completion_ids is None):
+        raise ValueError("give exactly one of completions (text) or completion_ids")
+    if completion_ids is not None:
+        encoded = encode_with_completion_ids(adapter, processor, images, questions, completion_ids)
+        tokenizer = processor.tokenizer
+        known = len(tokenizer)  # a random model may emit ids beyond the tokenizer's vocabulary
+        completions = [tokenizer.decode([i for i in ids if i < known]) for ids in completion_ids]
+    else:
+        encoded = adapter.encode(processor, images, list(questions), list(completions))
+    layouts = adapter.visual_layouts(encoded.inputs, model)
+    tokenizer = processor.tokenizer
+    open_ids, close_ids = tag_ids(tokenizer, THINK_OPEN), tag_ids(tokenizer, THINK_CLOSE)
+    end_tokens = _end_tokens(tokenizer)
+    samples = []
+    for b, layout in enumerate(layouts):
+        row = [int(t) for t in encoded.inputs["input_ids"][b].tolist()]
+        c_from, c_to = encoded.completion_span(b)
+        while c_to > c_from and row[c_to - 1] in end_tokens:
+            c_to -= 1
+        visual = [int(p) for p in layout.positions.tolist()]
+        question_ids = tag_ids(tokenizer, questions[b]) if questions[b] else []
+        prompt_text = _prompt_text_positions(
+            row, encoded.prompt_start[b], c_from, set(visual), question_ids
+        )
+        thought, answer, reason = split_completion(row[c_from:c_to], c_from, open_ids, close_ids)
+        samples.append(
+            SampleTokens(
+                visual=visual,
+                grid=layout.grid,
+                prompt_text=prompt_text,
+                targets=list(range(c_from, c_to)),
+                thought=thought,
+                answer=answer,
+                cot_reason=reason,
+            )
+        )
+    return SaliencyBatch(
+        encoded=encoded,
+        layouts=layouts,
+        samples=samples,
+        image_sizes=[im.size for im in images],
+        questions=list(questions),
+        completions=list(completions),
+    )
+
+
+def pad_positions(
+    lists: Sequence[Sequence[int]], device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad integer lists into ``(index (B, N), valid (B, N))``; padding index is 0."""
+    width = max((len(x) for x in lists), default=0)
+    index = torch.zeros(len(lists), width, dtype=torch.long)
+    valid = torch.zeros(len(lists), width, dtype=torch.bool)
+    for b, items in enumerate(lists):
+        if items:
+            index[b, : len(items)] = torch.as_tensor(list(items), dtype=torch.long)
+            valid[b, : len(items)] = True
+    return index.to(device), valid.to(device)

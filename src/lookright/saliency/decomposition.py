@@ -1,0 +1,128 @@
+"""Saliency-R1's maps: logit decomposition and CoT bottleneck backtracking.
+
+Both come from the shared row pass (:mod:`row_pass`): one teacher-forced forward over
+prompt + completion, attention rows recomputed only for the rows they need.
+
+* ``logit_decomposition`` (Saliency-R1, "Logit Decomposition Saliency"; METHODS.md section 1):
+  per token y predicted at row i, ``c_p = sum_{l,h} A[l,h,i,p] e.(W_O^l[:,h] v_p^{l,h})`` with
+  ``e = E_u[y] * g / rms(h_i^L)`` (final-norm scale frozen); the response map is
+  ``ReLU(sum_tokens c)`` over the visual tokens (the reference's ReLU-after-sum).
+* ``cot_bottleneck`` (Saliency-R1, "CoT Bottleneck Attention Backtracking"; METHODS.md section
+  2): ``B[l,h,a,j] = sum_{t in T} A[l,h,q(a),t] A[l,h,t,j]`` (same layer, no renormalisation),
+  ``c[a,j] = sum_{l,h} B[l,h,a,j] e_a.(W_O^l[:,h] v_j^{l,h})``, map ``ReLU(sum_a c[a,j])``.
+  The second hop uses query row t (the hidden state the answer reads at key t). The
+  Saliency-R1 reference uses row t-1 (the decoding step that GENERATED t, i.e. what was
+  attended while choosing t); lookright follows the information flow instead: the value at
+  key t that the answer reads is computed from row t's own attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from lookright.saliency.base import RowMethod, RowNeeds, RowPlan, register
+from lookright.saliency.batch import SaliencyBatch
+from lookright.saliency.plan import grid_maps
+from lookright.saliency.row_pass import RowPassResult
+from lookright.saliency.types import SaliencyResult, finish_map, no_map
+
+SPANS = ("completion", "answer")
+
+
+@register
+@dataclass
+class LogitDecomposition(RowMethod):
+    """Saliency-R1 logit-decomposition saliency (direct contributions, frozen final norm).
+
+    Options:
+        span: which tokens' rows are summed into the response map: ``"completion"`` (default:
+            every completion token but the end-of-turn) or ``"answer"`` (tokens after
+            ``</think>``; no map when there is none).
+    Per-token maps are the signed contributions ``c`` (ReLU is applied only after the sum);
+    ``token_scores`` is each token's total visual contribution ``sum_j c_j``.
+    """
+
+    name: ClassVar[str] = "logit_decomposition"
+    span: str = "completion"
+
+    def __post_init__(self) -> None:
+        if self.span not in SPANS:
+            raise ValueError(f"logit_decomposition span={self.span!r}; valid: {list(SPANS)}")
+
+    def needs(self) -> RowNeeds:
+        return RowNeeds(decompose=True)
+
+    def from_rows(
+        self, batch: SaliencyBatch, plan: RowPlan, rows: RowPassResult
+    ) -> list[SaliencyResult]:
+        return [self._sample(batch, plan, rows, b) for b in range(len(batch))]
+
+    def _sample(self, batch, plan, rows, b) -> SaliencyResult:
+        sample = batch.samples[b]
+        n_tokens, n_visual = plan.target_counts[b], len(sample.visual)
+        if n_tokens == 0:
+            return no_map(self.name, sample.grid, "empty completion")
+        per_token = rows.contributions[b, :n_tokens, :n_visual].detach().float().cpu().numpy()
+        keep = self._kept_tokens(sample)
+        common = {
+            "token_maps": grid_maps(per_token, sample.grid),
+            "token_ids": batch.token_ids(b, sample.targets),
+            "token_positions": list(sample.targets),
+            "token_scores": per_token.sum(axis=1),
+        }
+        if keep is None:
+            return no_map(self.name, sample.grid, sample.cot_reason or "no answer span", **common)
+        summed = np.maximum(per_token[keep].sum(axis=0), 0.0)
+        return finish_map(self.name, sample.grid, summed, **common)
+
+    def _kept_tokens(self, sample) -> list[int] | None:
+        if self.span == "completion":
+            return list(range(len(sample.targets)))
+        if not sample.answer:
+            return None
+        first = sample.targets[0]
+        return [a - first for a in sample.answer]
+
+
+@register
+@dataclass
+class CotBottleneck(RowMethod):
+    """Saliency-R1 CoT bottleneck backtracking: vision -> thought -> answer (see module doc).
+
+    No map ("no map", with the reason) for a completion without ``</think>`` (truncated), with
+    an empty thought or an empty answer. ``token_maps`` are the per-answer-token ``c[a, :]``.
+    """
+
+    name: ClassVar[str] = "cot_bottleneck"
+
+    def needs(self) -> RowNeeds:
+        return RowNeeds(cot=True)
+
+    def from_rows(
+        self, batch: SaliencyBatch, plan: RowPlan, rows: RowPassResult
+    ) -> list[SaliencyResult]:
+        results = []
+        for b, sample in enumerate(batch.samples):
+            if sample.cot_reason is not None or rows.cot_contributions is None:
+                results.append(no_map(self.name, sample.grid, sample.cot_reason or "no bottleneck"))
+                continue
+            n_answer, n_visual = len(sample.answer), len(sample.visual)
+            per_token = (
+                rows.cot_contributions[b, :n_answer, :n_visual].detach().float().cpu().numpy()
+            )
+            summed = np.maximum(per_token.sum(axis=0), 0.0)
+            results.append(
+                finish_map(
+                    self.name,
+                    sample.grid,
+                    summed,
+                    token_maps=grid_maps(per_token, sample.grid),
+                    token_ids=batch.token_ids(b, sample.answer),
+                    token_positions=list(sample.answer),
+                    token_scores=per_token.sum(axis=1),
+                )
+            )
+        return results

@@ -1,0 +1,94 @@
+"""PNG overlays of saliency maps (Pillow only, no matplotlib).
+
+The grid map is bilinearly upsampled to the image (:func:`lookright.eval.localisation.upsample_map`),
+negative values are clipped, the map is scaled to [0, 1] by its maximum and coloured with a
+"jet"-like ramp whose opacity grows with the value, then alpha-blended over the image. Boxes
+(normalised ``[x1, y1, x2, y2]``, x by width, y by height) are drawn as rectangles.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lookright.eval.localisation import upsample_map
+
+# (value, R, G, B) stops of a jet-like colour ramp.
+_RAMP = np.array(
+    [
+        (0.00, 0, 0, 128),
+        (0.15, 0, 0, 255),
+        (0.40, 0, 255, 255),
+        (0.60, 255, 255, 0),
+        (0.85, 255, 0, 0),
+        (1.00, 128, 0, 0),
+    ],
+    dtype=np.float64,
+)
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] ``(H, W)`` to RGB ``(H, W, 3)`` uint8 with the jet-like ramp."""
+    clipped = np.clip(values, 0.0, 1.0)
+    channels = [np.interp(clipped, _RAMP[:, 0], _RAMP[:, c]) for c in (1, 2, 3)]
+    return np.stack(channels, axis=-1).astype(np.uint8)
+
+
+def normalise_map(saliency_map: np.ndarray) -> np.ndarray:
+    """Clip negatives and scale to [0, 1] by the maximum (all-zero or non-finite -> zeros)."""
+    values = np.nan_to_num(
+        np.asarray(saliency_map, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0
+    )
+    values = np.maximum(values, 0.0)
+    top = float(values.max()) if values.size else 0.0
+    return values / top if top > 0 else np.zeros_like(values)
+
+
+def overlay(
+    image: Image.Image,
+    saliency_map: np.ndarray | None,
+    boxes: Sequence[Sequence[float]] | None = None,
+    max_alpha: float = 0.6,
+    box_color: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """The image with the heatmap blended over it and the box(es) drawn; RGB.
+
+    A missing map (``None``) gives the plain image (with boxes), so "no map" still renders.
+    """
+    base = image.convert("RGB")
+    width, height = base.size
+    if saliency_map is not None and np.asarray(saliency_map).size:
+        values = normalise_map(upsample_map(np.asarray(saliency_map), (width, height)))
+        colours = colorize(values).astype(np.float64)
+        alpha = (max_alpha * values)[..., None]
+        blended = (1 - alpha) * np.asarray(base, dtype=np.float64) + alpha * colours
+        base = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(base)
+    line = max(1, round(min(width, height) / 100))
+    for x1, y1, x2, y2 in boxes or []:
+        # Clamp to the last pixel so a box touching the right/bottom edge stays visible.
+        corners = (
+            x1 * width,
+            y1 * height,
+            min(x2 * width, width - 1),
+            min(y2 * height, height - 1),
+        )
+        draw.rectangle(corners, outline=box_color, width=line)
+    return base
+
+
+def save_overlay(
+    path: str | os.PathLike[str],
+    image: Image.Image,
+    saliency_map: np.ndarray | None,
+    boxes: Sequence[Sequence[float]] | None = None,
+) -> Path:
+    """Render :func:`overlay` to a PNG file (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    overlay(image, saliency_map, boxes).save(path, format="PNG")
+    return path

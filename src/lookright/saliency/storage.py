@@ -1,0 +1,128 @@
+"""Parquet storage of a run's saliency maps (one row per sample x method).
+
+Maps are stored flattened (row-major) as ``list<float32>`` with their ``height``/``width``;
+per-token maps as one flattened ``(n_tokens, height, width)`` list. A sample without a map
+("no map") has a null ``map`` and its ``reason``. Files are written atomically
+(:func:`lookright.io.atomic_write_table`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lookright.io import atomic_write_table, read_table
+from lookright.saliency.types import SaliencyResult
+
+MAP_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("map", pa.list_(pa.float32())),
+        pa.field("reason", pa.string()),
+        pa.field("n_tokens", pa.int32(), nullable=False),
+        pa.field("token_maps", pa.list_(pa.float32())),
+        pa.field("token_ids", pa.list_(pa.int32())),
+        pa.field("token_positions", pa.list_(pa.int32())),
+        pa.field("token_scores", pa.list_(pa.float32())),
+        pa.field("prompt_saliency", pa.list_(pa.float32())),
+        pa.field("prompt_token_ids", pa.list_(pa.int32())),
+        pa.field("image_width", pa.int32()),
+        pa.field("image_height", pa.int32()),
+        pa.field("question", pa.string()),
+        pa.field("completion", pa.string()),
+        pa.field("alignment", pa.float64()),
+        pa.field("extras", pa.string()),
+    ]
+)
+
+
+def _flat(array: np.ndarray | None) -> list[float] | None:
+    return None if array is None else np.asarray(array, dtype=np.float32).reshape(-1).tolist()
+
+
+def map_row(
+    result: SaliencyResult,
+    sample_id: str,
+    image_size: tuple[int, int] | None = None,
+    question: str | None = None,
+    completion: str | None = None,
+    alignment: float | None = None,
+) -> dict[str, Any]:
+    """One Parquet row (a dict matching :data:`MAP_SCHEMA`) of one method's result."""
+    n_tokens = 0 if result.token_maps is None else int(result.token_maps.shape[0])
+    return {
+        "sample_id": sample_id,
+        "method": result.method,
+        "height": int(result.grid[0]),
+        "width": int(result.grid[1]),
+        "map": _flat(result.response_map),
+        "reason": result.reason,
+        "n_tokens": n_tokens,
+        "token_maps": _flat(result.token_maps),
+        "token_ids": [int(t) for t in result.token_ids],
+        "token_positions": [int(p) for p in result.token_positions],
+        "token_scores": _flat(result.token_scores),
+        "prompt_saliency": _flat(result.prompt_saliency),
+        "prompt_token_ids": None
+        if result.prompt_token_ids is None
+        else [int(t) for t in result.prompt_token_ids],
+        "image_width": None if image_size is None else int(image_size[0]),
+        "image_height": None if image_size is None else int(image_size[1]),
+        "question": question,
+        "completion": completion,
+        "alignment": alignment,
+        "extras": json.dumps(result.extras) if result.extras else None,
+    }
+
+
+def maps_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """A :data:`MAP_SCHEMA` table from :func:`map_row` dicts."""
+    rows = list(rows)
+    columns = {name: [row.get(name) for row in rows] for name in MAP_SCHEMA.names}
+    return pa.Table.from_pydict(columns, schema=MAP_SCHEMA)
+
+
+def write_maps(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Atomically write :func:`map_row` dicts as a Parquet file."""
+    return atomic_write_table(maps_table(rows), path)
+
+
+def read_maps(path: str | os.PathLike[str]) -> pa.Table:
+    """Read a maps file, checking it has every column of :data:`MAP_SCHEMA`."""
+    return read_table(path, MAP_SCHEMA)
+
+
+def result_from_row(row: Mapping[str, Any]) -> SaliencyResult:
+    """Rebuild a :class:`SaliencyResult` from a stored row (``table.to_pylist()`` item)."""
+    grid = (int(row["height"]), int(row["width"]))
+
+    def array(name: str, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
+        values = row.get(name)
+        if values is None:
+            return None
+        out = np.asarray(values, dtype=np.float32)
+        return out if shape is None else out.reshape(shape)
+
+    n_tokens = int(row["n_tokens"])
+    return SaliencyResult(
+        method=row["method"],
+        grid=grid,
+        response_map=array("map", grid),
+        token_maps=array("token_maps", (n_tokens, *grid)),
+        token_ids=list(row.get("token_ids") or []),
+        token_positions=list(row.get("token_positions") or []),
+        token_scores=array("token_scores"),
+        prompt_saliency=array("prompt_saliency"),
+        prompt_token_ids=row.get("prompt_token_ids"),
+        reason=row.get("reason"),
+        extras=json.loads(row["extras"]) if row.get("extras") else {},
+    )

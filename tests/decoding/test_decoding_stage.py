@@ -1,0 +1,144 @@
+"""The ``decode`` stage end to end on a tiny checkpoint: Parquet answers, metrics, MLflow run."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from lookright.config import ConfigError
+from lookright.data.schema import IMAGES, SAMPLES
+from lookright.decoding.stage import DECODED, add_decode_arguments, decode_main, final_answer
+from lookright.io import write_rows
+
+SAMPLE_ROWS = [
+    ("p1", "im0", "test", "pope", "Is there a star?", "yes", "random"),
+    ("p2", "im1", "test", "pope", "Is there a circle in the image?", "no", "popular"),
+    ("p3", "im0", "test", "pope", "Is there a cross?", "no", "adversarial"),
+    ("c1", "im1", "test", "caption", "Describe the image.", "There is a red circle.", None),
+    ("v1", "im0", "test", "vqa", "What color is the circle?", "red", None),  # not decoded
+    ("t1", "im0", "train", "pope", "Is there a star?", "yes", "random"),  # not the split
+]
+
+
+@pytest.fixture(scope="module")
+def stage_inputs(build_tiny, images, tmp_path_factory):
+    root = tmp_path_factory.mktemp("decode")
+    model, processor, _ = build_tiny("qwen2_5_vl")
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    data = root / "data"
+    pngs = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    image_rows = [
+        {
+            "image_id": f"im{k}",
+            "split": "test",
+            "source": "shapes",
+            "image_png": png,
+            "width": 112,
+            "height": 112,
+            "objects": ["circle"],
+            "object_boxes": [[0.1, 0.1, 0.4, 0.4]],
+        }
+        for k, png in enumerate(pngs)
+    ]
+    write_rows(image_rows, IMAGES, data / "images.parquet")
+    sample_rows = [
+        dict(
+            zip(
+                ("sample_id", "image_id", "split", "task", "question", "answer", "pope_split"),
+                row,
+                strict=True,
+            ),
+            boxes=[],
+        )
+        for row in SAMPLE_ROWS
+    ]
+    write_rows(sample_rows, SAMPLES, data / "samples.parquet")
+    return root
+
+
+def _args(root, strategy, out, **decode):
+    parser = add_decode_arguments(argparse.ArgumentParser())
+    section = {
+        "decode": {"batch_size": 2, "max_new_tokens": {"pope": 3, "caption": 5}, **decode},
+        "model": {"name": "tiny", "family": "qwen2_5_vl"},
+    }
+    return parser.parse_args(
+        [
+            "--model-dir", str(root / "model"),
+            "--data", str(root / "data"),
+            "--strategy", strategy,
+            "--out", str(out),
+            "--results-dir", str(root / "results"),
+            "--config-json", json.dumps(section),
+            "--tag", "snakemake.rule=decode",
+        ]
+    )  # fmt: skip
+
+
+def test_decode_stage_writes_answers_metrics_and_a_run(stage_inputs, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    out = stage_inputs / "results" / "decode" / "tiny" / "sft" / "sgrs+locore"
+    assert decode_main(_args(stage_inputs, "sgrs+locore", out)) == 0
+    table = pq.read_table(out / "answers.parquet")
+    assert table.schema.equals(DECODED)
+    rows = table.to_pylist()
+    assert [r["sample_id"] for r in rows] == ["p1", "p2", "p3", "c1"]  # test split, pope+caption
+    assert [r["batch_index"] for r in rows] == [0, 0, 1, 2]  # batches never mix tasks
+    for row in rows:
+        assert row["strategy"] == "sgrs+locore" and row["model"] == "tiny"
+        assert 1 <= row["n_tokens"] == len(row["token_ids"]) <= (3 if row["task"] == "pope" else 5)
+        assert len(row["token_saliency"]) == len(row["sgrs_draws"]) == row["n_tokens"]
+        assert all(s > 0 for s in row["token_saliency"])
+        assert row["time_s"] == pytest.approx(row["batch_time_s"] / row["batch_size"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_samples"] == 4 and metrics["tokens_per_s"] > 0
+    assert 0 <= metrics["pope_average_accuracy"] <= 1
+    record = json.loads((out / "run.json").read_text())
+    client = MlflowClient(tracking_uri=record["tracking_uri"])
+    run = client.get_run(record["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["lookright.strategy"] == "sgrs+locore"
+    assert run.data.metrics["n_samples"] == 4
+    assert {a.path for a in client.list_artifacts(record["run_id"])} >= {
+        "answers.parquet",
+        "metrics.json",
+    }
+
+    # sample-seeded random streams: another batch size, the same answers
+    again = stage_inputs / "again"
+    assert decode_main(_args(stage_inputs, "sgrs+locore", again, batch_size=3)) == 0
+    rows_again = pq.read_table(again / "answers.parquet").to_pylist()
+    assert [r["token_ids"] for r in rows_again] == [r["token_ids"] for r in rows]
+
+    # beam search: no per-token saliency
+    beam = stage_inputs / "beam"
+    assert decode_main(_args(stage_inputs, "beam", beam, num_beams=2, tasks=["pope"])) == 0
+    beam_rows = pq.read_table(beam / "answers.parquet").to_pylist()
+    assert len(beam_rows) == 3 and all(r["token_saliency"] is None for r in beam_rows)
+
+
+def test_decode_stage_errors(stage_inputs):
+    with pytest.raises(ConfigError, match=r"--strategy must be one of \['greedy'"):
+        decode_main(_args(stage_inputs, "nucleus", stage_inputs / "x"))
+    with pytest.raises(ConfigError, match=r"decode\.sgrs: top_k \(K\) must be an integer >= 1"):
+        decode_main(_args(stage_inputs, "sgrs", stage_inputs / "y", sgrs={"top_k": 0}))
+    args = _args(stage_inputs, "greedy", stage_inputs / "z")
+    args.model_dir = stage_inputs / "missing"
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        decode_main(args)
+
+
+def test_final_answer_is_the_text_after_the_thought():
+    assert final_answer("<think>a star? no</think> Yes.") == "Yes."
+    assert final_answer("No, there is not.") == "No, there is not."
