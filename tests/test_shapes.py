@@ -180,8 +180,8 @@ def test_vqa_samples_match_their_objects(data):
         assert s["answer"] in COLORS and s["subset"] is None
         obj = ShapeObject(shape, s["answer"], tuple(objects[shape]))
         assert s["cot"] == cot_target(obj)
-        assert s["cot"].startswith(f"<think>The {shape} is at the ")
-        assert s["cot"].endswith(f"It is {s['answer']}.</think>{s['answer']}")
+        assert s["cot"].startswith("<think>It is at the ")
+        assert s["cot"].endswith(f". The {shape} {s['answer']}.</think>{s['answer']}")
         human = np.asarray(s["human_map"], dtype=np.float32).reshape(28, 28)
         assert (s["human_map_height"], s["human_map_width"]) == (28, 28)
         assert human.max() == 1.0 and human.min() >= 0.0
@@ -190,11 +190,11 @@ def test_vqa_samples_match_their_objects(data):
         assert x1 * 28 <= peak_x + 0.5 <= x2 * 28 and y1 * 28 <= peak_y + 0.5 <= y2 * 28
 
 
-def test_cot_names_position_before_colour():
+def test_cot_says_where_then_names_the_shape_before_its_colour():
     obj = ShapeObject("star", "blue", (0.6, 0.1, 0.8, 0.3))
-    assert cot_target(obj) == "<think>The star is at the top right. It is blue.</think>blue"
+    assert cot_target(obj) == "<think>It is at the top right. The star blue.</think>blue"
     obj = ShapeObject("cross", "red", (0.1, 0.6, 0.2, 0.9))
-    assert cot_target(obj) == "<think>The cross is at the bottom left. It is red.</think>red"
+    assert cot_target(obj) == "<think>It is at the bottom left. The cross red.</think>red"
 
 
 def test_captions_list_every_object(data):

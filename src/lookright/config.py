@@ -93,13 +93,13 @@ class PretrainSection:
     tiny: TinyModelSection = field(default_factory=TinyModelSection)
     vocab_size: int = 512
     freeze_vision: bool = True
-    steps: int = 600
+    steps: int = 1200
     batch_size: int = 32
     learning_rate: float = 1e-3
     lr_scheduler: str = "cosine"
     warmup_steps: int = 20
-    answer_template: str = "The {shape} {answer}"
-    task_mix: list[str] = field(default_factory=lambda: ["vqa", "pope", "caption"])
+    answer_template: str = "The {subject} {answer}"
+    task_mix: list[str] = field(default_factory=lambda: ["vqa"])
     eval_samples: int = 200
     min_accuracy: float = 0.0
     save_steps: int = 200
@@ -126,7 +126,7 @@ class LoraSection:
 
 @dataclass
 class SftSection:
-    steps: int = 200
+    steps: int = 600
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False

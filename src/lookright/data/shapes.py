@@ -3,8 +3,8 @@
 Each image shows 2-4 coloured shapes on a noisy background. Per image the generator emits
 
 * one "What color is the {shape}?" question per object, with the object's box, a short
-  answer ``{color}`` and a chain-of-thought target ``<think>The {shape} ... It is
-  {color}.</think>{color}`` that names the shape before the colour;
+  answer ``{color}`` and a chain-of-thought target ``<think>It is at the {where}. The
+  {shape} {color}.</think>{color}`` that names the shape before the colour;
 * POPE-style yes/no existence questions: one positive per present shape and one negative per
   POPE split (random / popular / adversarial sampling of an absent shape);
 * one caption listing the objects (CHAIR ground truth);
@@ -222,10 +222,17 @@ def simulated_human_map(
 
 
 def cot_target(obj: ShapeObject) -> str:
-    """The chain-of-thought target: names the shape (and where it is) before the colour."""
+    """The chain-of-thought target: where the shape is, then ``The {shape} {color}``.
+
+    The thought ends with the base model's own answer ``The {shape} {color}`` (the colour
+    token directly after the shape's name, where the base learned to look), and the final
+    answer repeats the colour two tokens later. Measured with the default SFT (600 steps):
+    this order reached 0.785 held-out accuracy; the colour at the start of the thought
+    (position words after it) 0.345, the position first with ``It is {color}`` last 0.11.
+    """
     x = "left" if obj.box[0] + obj.box[2] < 1 else "right"
     y = "top" if obj.box[1] + obj.box[3] < 1 else "bottom"
-    return f"<think>The {obj.shape} is at the {y} {x}. It is {obj.color}.</think>{obj.color}"
+    return f"<think>It is at the {y} {x}. The {obj.shape} {obj.color}.</think>{obj.color}"
 
 
 def caption_for(objects: list[ShapeObject]) -> str:
