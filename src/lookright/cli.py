@@ -103,50 +103,50 @@ def cmd_prepare_data(args) -> int:
     return 0
 
 
-def cmd_pretrain(args) -> int:
-    from lookright.config import PretrainConfig
+def _run_training_stage(stage: str, args, schema, train) -> dict:
+    """Shared body of ``pretrain`` and ``sft``: config, resumable MLflow run, artifacts."""
     from lookright.stage import stage_execution
-    from lookright.train.pretrain import run_pretrain
 
-    cfg = _load(PretrainConfig, args)
+    cfg = _load(schema, args)
+    out = Path(args.out)
     with stage_execution(
-        "pretrain",
+        stage,
         cfg,
-        out_dir=args.out,
+        out_dir=out,
         results_dir=args.results_dir,
         tags=dict(args.tag),
         upstream=dict(args.upstream),
         resume=True,
     ) as run:
-        _maybe_fail(args, "pretrain")
-        metrics = run_pretrain(cfg, args.data, args.out, run)
-        run.log_artifact(Path(args.out) / "metrics.json")
-        run.log_artifact(Path(args.out) / "val_predictions.parquet")
-        run.set_tags({"lookright.checkpoint": str((Path(args.out) / "model").resolve())})
+        _maybe_fail(args, stage)
+        metrics = train(cfg, run)
+        run.log_artifact(out / "metrics.json")
+        run.log_artifact(out / "val_predictions.parquet")
+        run.set_tags({"lookright.checkpoint": str((out / "model").resolve())})
+    return metrics
+
+
+def cmd_pretrain(args) -> int:
+    from lookright.config import PretrainConfig
+    from lookright.train.pretrain import run_pretrain
+
+    metrics = _run_training_stage(
+        "pretrain",
+        args,
+        PretrainConfig,
+        lambda cfg, run: run_pretrain(cfg, args.data, args.out, run),
+    )
     print(f"pretrain: held-out VQA accuracy {metrics['val_vqa_accuracy']:.3f} -> {args.out}/model")
     return 0
 
 
 def cmd_sft(args) -> int:
     from lookright.config import SftConfig
-    from lookright.stage import stage_execution
     from lookright.train.sft import run_sft
 
-    cfg = _load(SftConfig, args)
-    with stage_execution(
-        "sft",
-        cfg,
-        out_dir=args.out,
-        results_dir=args.results_dir,
-        tags=dict(args.tag),
-        upstream=dict(args.upstream),
-        resume=True,
-    ) as run:
-        _maybe_fail(args, "sft")
-        metrics = run_sft(cfg, args.base, args.data, args.out, run)
-        run.log_artifact(Path(args.out) / "metrics.json")
-        run.log_artifact(Path(args.out) / "val_predictions.parquet")
-        run.set_tags({"lookright.checkpoint": str((Path(args.out) / "model").resolve())})
+    metrics = _run_training_stage(
+        "sft", args, SftConfig, lambda cfg, run: run_sft(cfg, args.base, args.data, args.out, run)
+    )
     print(
         f"sft: held-out VQA accuracy {metrics['val_vqa_accuracy']:.3f}, "
         f"format rate {metrics['val_format_rate']:.3f} -> {args.out}/model"
