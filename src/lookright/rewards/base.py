@@ -14,6 +14,7 @@ never answers 0 for "could not be computed": it answers ``None``.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -69,7 +70,7 @@ def check_rewards(name: str, values: Sequence[float | None], expected: int) -> l
     return [None if v is None else float(v) for v in values]
 
 
-class RewardFunction:
+class RewardFunction(ABC):
     """A reward in TRL's signature; subclasses implement :meth:`score`.
 
     ``__name__`` is the registry name, which TRL uses for its ``rewards/<name>/mean|std``
@@ -87,10 +88,11 @@ class RewardFunction:
         values = self.score(prompts, completions, completion_ids, **kwargs)
         return check_rewards(self.name, values, len(completions))
 
+    @abstractmethod
     def score(
         self, prompts: list, completions: list, completion_ids: list | None, **kwargs: Any
     ) -> list[float | None]:
-        raise NotImplementedError
+        """One value per completion (None = no reward for it; TRL skips None)."""
 
     @staticmethod
     def column(kwargs: dict, name: str, n: int, default: Any = None) -> list:
