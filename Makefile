@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 CORES ?= 2
 
-.PHONY: install run smoke test test-fast lint format clean
+.PHONY: install run smoke experiment test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ run: install
 smoke: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
+experiment: install
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml config/experiment.yaml
+	$(BIN)/lookright experiment-summary --branches results-experiment --out results-experiment/summary
+
 test: lint
 	$(BIN)/pytest -q
 
@@ -32,14 +36,14 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow and not slurm"
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 
 format: install
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks experiments
+	$(BIN)/ruff format src tests benchmarks experiments
 	$(BIN)/snakefmt Snakefile rules
 
 clean:

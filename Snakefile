@@ -17,6 +17,8 @@ include: "rules/pretrain.smk"
 include: "rules/sft.smk"
 include: "rules/grpo.smk"
 include: "rules/decode.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 onstart:

@@ -44,7 +44,7 @@ def code_fingerprint(*modules):
     return digest.hexdigest()[:16]
 
 
-CORE_CODE = ("cli", "config", "io", "tracking", "stage")
+CORE_CODE = ("cli", "config", "io", "tracking", "stage", "launch")
 TRAIN_CODE = (*CORE_CODE, "models", "train/common", "train/datasets", "eval/accuracy")
 
 
@@ -92,6 +92,8 @@ def get_final_outputs():
         outputs.append(f"{RESULTS}/sft/{model}/model/config.json")
     outputs += get_grpo_outputs()
     outputs += get_decode_outputs()
+    outputs += get_evaluate_outputs()
+    outputs.append(f"{RESULTS}/report/report.html")
     return outputs
 
 
@@ -111,7 +113,12 @@ def get_debug_flags(rule_name):
 # Stage grpo: one branch per (model, reward set), each from the same SFT checkpoint.
 # A branch's params hold only its own reward set (weights + the options of the rewards it
 # uses) and the code it runs, so adding a reward set to config adds only its branch.
-GRPO_SHARED_KEYS = ("reward_sets", "run_reward_sets", "reward_options")
+GRPO_SHARED_KEYS = (
+    "reward_sets",
+    "run_reward_sets",
+    "reward_options",
+    "reward_set_options",
+)
 MODEL_REWARDS = ("saliency_alignment", "region_attention")
 GRPO_CODE = (*TRAIN_CODE, "train/grpo", "rewards/__init__", "rewards/base")
 GRPO_REWARD_CODE = {
@@ -137,8 +144,23 @@ def get_reward_sets():
     return list(config["grpo"].get("run_reward_sets", []))
 
 
+def split_seeded(reward_set):
+    """``"acc+fmt+sal@2"`` -> ``("acc+fmt+sal", 2)``: a branch of that set with seed 2 (its
+    own GRPO run from the same SFT checkpoint); without ``@N`` the global seed applies.
+    """
+    name, sep, seed = reward_set.rpartition("@")
+    if not sep:
+        return reward_set, None
+    if not seed.isdigit():
+        raise ValueError(
+            f"reward set branch {reward_set!r}: the part after '@' must be a seed (integer)"
+        )
+    return name, int(seed)
+
+
 def grpo_rewards_used(reward_set):
     """Reward names a branch computes: its set, plus the monitored alignment if enabled."""
+    reward_set = split_seeded(reward_set)[0]
     section = config["grpo"]
     if reward_set not in section["reward_sets"]:
         raise ValueError(
@@ -154,14 +176,22 @@ def grpo_rewards_used(reward_set):
 def grpo_stage_config(model, reward_set):
     """The branch's stage config as canonical JSON (its rerun trigger)."""
     section = config["grpo"]
+    base, seed = split_seeded(reward_set)
     branch = {k: v for k, v in section.items() if k not in GRPO_SHARED_KEYS}
     branch["reward_set"] = reward_set
-    branch["rewards"] = dict(section["reward_sets"][reward_set])
+    branch["rewards"] = dict(section["reward_sets"][base])
     options = section.get("reward_options", {})
+    overrides = section.get("reward_set_options", {}).get(base, {})
     branch["reward_options"] = {
-        name: options[name] for name in grpo_rewards_used(reward_set) if name in options
+        name: {**options.get(name, {}), **overrides.get(name, {})}
+        for name in grpo_rewards_used(reward_set)
+        if name in options or name in overrides
     }
-    chosen = {"seed": config["seed"], "model": model_config(model), "grpo": branch}
+    chosen = {
+        "seed": config["seed"] if seed is None else seed,
+        "model": model_config(model),
+        "grpo": branch,
+    }
     return json.dumps(chosen, sort_keys=True, separators=(",", ":"))
 
 
@@ -252,3 +282,88 @@ def get_decode_outputs():
         for source in get_decode_sources()
         for strategy in config["decode"].get("run_strategies", [])
     ]
+
+
+# Stage evaluate: evaluate_saliency per (model, source) (accuracy, maps of every method,
+# alignment, human alignment, deletion/insertion) and evaluate_answers per (model, source,
+# strategy) (POPE, CHAIR, latency of the decoded answers). Each reads only its own keys of
+# the `evaluate` section, so editing CHAIR's vocabulary does not recompute saliency maps.
+EVALUATE_ANSWERS_KEYS = ("chair",)
+EVALUATE_SALIENCY_CODE = (
+    *CORE_CODE,
+    "models",
+    "train/common",
+    "train/datasets",
+    "saliency",
+    "eval/__init__",
+    "eval/config",
+    "eval/saliency_stage",
+    "eval/accuracy",
+    "eval/localisation",
+    "eval/human_alignment",
+    "eval/faithfulness",
+)
+EVALUATE_ANSWERS_CODE = (
+    *CORE_CODE,
+    "eval/__init__",
+    "eval/config",
+    "eval/answers_stage",
+    "eval/pope",
+    "eval/chair",
+)
+
+
+def evaluate_saliency_config(model):
+    section = {
+        k: v
+        for k, v in config.get("evaluate", {}).items()
+        if k not in EVALUATE_ANSWERS_KEYS
+    }
+    chosen = {"seed": config["seed"], "model": model_config(model), "evaluate": section}
+    return json.dumps(chosen, sort_keys=True, separators=(",", ":"))
+
+
+def evaluate_answers_config(model):
+    section = {
+        k: v
+        for k, v in config.get("evaluate", {}).items()
+        if k in EVALUATE_ANSWERS_KEYS
+    }
+    chosen = {"seed": config["seed"], "model": model_config(model), "evaluate": section}
+    return json.dumps(chosen, sort_keys=True, separators=(",", ":"))
+
+
+def ablation_params(wildcards):
+    """``--param`` flags that line the ablations up in MLflow's compare view."""
+    reward_set, seed = (
+        ("none", None)
+        if wildcards.source == "sft"
+        else split_seeded(wildcards.source[len("grpo-") :])
+    )
+    pairs = {
+        "model": wildcards.model,
+        "source": wildcards.source,
+        "reward_set": reward_set,
+        "grpo_seed": config["seed"] if seed is None else seed,
+    }
+    if "strategy" in wildcards.keys():
+        pairs["strategy"] = wildcards.strategy
+    return " ".join(shlex.quote(f"--param={k}={v}") for k, v in pairs.items())
+
+
+def get_evaluate_outputs():
+    """Saliency evaluation of every trained model (SFT + each GRPO branch); answer
+    evaluation of every decoded (source, strategy)."""
+    models = ["sft"] + [f"grpo-{r}" for r in get_reward_sets()]
+    outputs = []
+    for model in get_run_models():
+        outputs += [
+            f"{RESULTS}/eval/{model}/{source}/saliency/metrics.json"
+            for source in models
+        ]
+        outputs += [
+            f"{RESULTS}/eval/{model}/{source}/{strategy}/metrics.json"
+            for source in get_decode_sources()
+            for strategy in config["decode"].get("run_strategies", [])
+        ]
+    return outputs

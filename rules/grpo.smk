@@ -31,7 +31,8 @@ rule grpo:
         data=subpath(input.samples, parent=True),
         base=subpath(input.base, parent=True),
     shell:
-        "lookright grpo --config-json {params.cfg:q} --data {params.data} --base {params.base}"
+        "python -m lookright.launch --stage grpo --gpus {resources.gpu} --cpus {threads} --"
+        " --config-json {params.cfg:q} --data {params.data} --base {params.base}"
         " --out {params.out} --upstream sft={input.base_run}"
         " --tag snakemake.rule=grpo"
         " --tag snakemake.wildcards=model={wildcards.model},reward_set={wildcards.reward_set}"

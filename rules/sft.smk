@@ -34,7 +34,8 @@ rule sft:
         out=subpath(output.metrics, parent=True),
         data=subpath(input.samples, parent=True),
     shell:
-        "lookright sft --config-json {params.cfg:q} --data {params.data} --base {params.base}"
+        "python -m lookright.launch --stage sft --gpus {resources.gpu} --cpus {threads} --"
+        " --config-json {params.cfg:q} --data {params.data} --base {params.base}"
         " --out {params.out} {params.base_run}"
         " --tag snakemake.rule=sft --tag snakemake.wildcards=model={wildcards.model}"
         " {params.debug} > {log} 2>&1"

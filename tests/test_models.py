@@ -106,6 +106,26 @@ def test_think_tags_are_single_tokens_kept_by_decode(tiny, family):
     assert tokenizer.decode(with_eos, skip_special_tokens=True) == text
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_question_first_prompt_puts_the_visual_tokens_after_the_question(
+    tiny, tiny_size, images, family, tmp_path
+):
+    model, _, adapter = tiny(family)
+    tokenizer = train_tokenizer(TEXTS, adapter.chat_format, 320, prompt_order="question_first")
+    torch.manual_seed(0)
+    _, processor = adapter.build_tiny(tokenizer, tiny_size, IMAGE_SIZE)
+    processor.save_pretrained(tmp_path)  # the order travels with the saved processor
+    reloaded = type(processor).from_pretrained(tmp_path)
+    for proc in (processor, reloaded):
+        ids = adapter.encode(proc, images[:1], [QUESTIONS[1]]).inputs["input_ids"][0].tolist()
+        text = proc.tokenizer.decode(ids)
+        question_at, image_at = text.index(QUESTIONS[1]), ids.index(adapter.image_token_id(model))
+        first_image_char = len(proc.tokenizer.decode(ids[:image_at]))
+        assert question_at < first_image_char
+    with pytest.raises(ValueError, match="prompt_order"):
+        train_tokenizer(TEXTS, adapter.chat_format, 320, prompt_order="sideways")
+
+
 # --------------------------------------------------------------------------- layouts
 
 

@@ -263,3 +263,26 @@ def test_non_finite_loss_stops_training_and_fails_the_run(tmp_path, env):
     assert [m.step for m in client.get_metric_history(run.run_id, "step_time_s")] == [1]
     with pytest.raises(NonFiniteLossError, match="inf"):
         logger.on_log(args, TrainerState(global_step=3), control, logs={"loss": float("inf")})
+
+
+def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
+    """A rule rerun with changed params must not resume the old run's weights."""
+    from lookright.config import SftConfig, load_stage_config
+    from lookright.train.common import CONFIG_MARKER, resumable_checkpoint
+
+    first = load_stage_config(SftConfig, {"sft": {"steps": 10}})
+    changed = load_stage_config(SftConfig, {"sft": {"steps": 20}})
+    moved_store = load_stage_config(SftConfig, {"sft": {"steps": 10}, "tracking": {"uri": "x"}})
+    checkpoints = tmp_path / "checkpoints"
+    assert resumable_checkpoint(checkpoints, first) is None  # nothing yet; records the config
+    (checkpoints / "checkpoint-5").mkdir()
+    assert resumable_checkpoint(checkpoints, first).endswith("checkpoint-5")
+    assert resumable_checkpoint(checkpoints, moved_store).endswith("checkpoint-5")
+    with pytest.warns(UserWarning, match="another config"):
+        assert resumable_checkpoint(checkpoints, changed) is None
+    assert not (checkpoints / "checkpoint-5").exists()
+    assert (checkpoints / CONFIG_MARKER).is_file()
+    (checkpoints / "checkpoint-7").mkdir()
+    (checkpoints / CONFIG_MARKER).unlink()  # checkpoints without a record: not trusted
+    with pytest.warns(UserWarning, match="unrecorded"):
+        assert resumable_checkpoint(checkpoints, changed) is None

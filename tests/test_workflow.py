@@ -40,7 +40,16 @@ def test_smoke_dag_produces_tables_checkpoints_and_runs(finished_workflow: Path)
     experiment = client.get_experiment_by_name("lookright")
     runs = client.search_runs([experiment.experiment_id])
     by_stage = {r.data.tags["lookright.stage"]: r for r in runs}
-    assert set(by_stage) == {"prepare_data", "pretrain", "sft", "grpo", "decode"}
+    assert set(by_stage) == {
+        "prepare_data",
+        "pretrain",
+        "sft",
+        "grpo",
+        "decode",
+        "evaluate_saliency",
+        "evaluate_answers",
+        "report",
+    }
     assert all(r.info.status == "FINISHED" for r in runs)
     sft = by_stage["sft"]
     assert sft.data.tags["lookright.upstream.pretrain"] == by_stage["pretrain"].info.run_id
@@ -59,26 +68,36 @@ def _with_override(workdir: Path, override: dict) -> tuple[str, ...]:
     return ("--configfile", "config/smoke.yaml", str(path))
 
 
+# Downstream of one trained model (SFT or a GRPO branch) in the smoke config: 2 decode
+# strategies, 1 saliency evaluation and 2 answer evaluations; the report always follows.
+ALL_MODELS = {"grpo": 3, "decode": 8, "evaluate_saliency": 4, "evaluate_answers": 8, "report": 1}
+ONE_BRANCH = {"grpo": 1, "decode": 2, "evaluate_saliency": 1, "evaluate_answers": 2, "report": 1}
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ({"sft": {"learning_rate": 0.01}}, {"sft": 1, "grpo": 3, "decode": 8}),
-        ({"pretrain": {"steps": 5}}, {"pretrain": 1, "sft": 1, "grpo": 3, "decode": 8}),
+        ({"sft": {"learning_rate": 0.01}}, {"sft": 1, **ALL_MODELS}),
+        ({"pretrain": {"steps": 5}}, {"pretrain": 1, "sft": 1, **ALL_MODELS}),
         (
             {"data": {"shapes": {"seed": 7}}},
-            {"prepare_data": 1, "pretrain": 1, "sft": 1, "grpo": 3, "decode": 8},
+            {"prepare_data": 1, "pretrain": 1, "sft": 1, **ALL_MODELS},
         ),
         ({"tracking": {"experiment": "elsewhere"}}, {}),
+        ({"grpo": {"run_reward_sets": ["acc+fmt", "acc+fmt+sal", "sayo", "acc"]}}, ONE_BRANCH),
+        ({"grpo": {"reward_options": {"region_attention": {"rho": 0.2}}}}, ONE_BRANCH),
         (
-            {"grpo": {"run_reward_sets": ["acc+fmt", "acc+fmt+sal", "sayo", "acc"]}},
-            {"grpo": 1, "decode": 2},
+            {"grpo": {"reward_set_options": {"sayo": {"region_attention": {"rho": 0.2}}}}},
+            ONE_BRANCH,
         ),
         (
-            {"grpo": {"reward_options": {"region_attention": {"rho": 0.2}}}},
-            {"grpo": 1, "decode": 2},
+            {"decode": {"run_strategies": ["greedy", "sgrs+locore", "locore"]}},
+            {"decode": 4, "evaluate_answers": 4, "report": 1},
         ),
-        ({"decode": {"run_strategies": ["greedy", "sgrs+locore", "locore"]}}, {"decode": 4}),
-        ({"decode": {"sgrs": {"alpha": 0.5}}}, {"decode": 4}),
+        ({"decode": {"sgrs": {"alpha": 0.5}}}, {"decode": 4, "evaluate_answers": 4, "report": 1}),
+        ({"evaluate": {"chair": {"singulariser": "auto"}}}, {"evaluate_answers": 8, "report": 1}),
+        ({"evaluate": {"nss_percentile": 80.0}}, {"evaluate_saliency": 4, "report": 1}),
+        ({"report": {"smooth_window": 3}}, {"report": 1}),
     ],
     ids=[
         "sft-param",
@@ -87,8 +106,12 @@ def _with_override(workdir: Path, override: dict) -> tuple[str, ...]:
         "tracking-only",
         "new-reward-set",
         "sayo-option",
+        "per-set-option",
         "new-strategy",
         "sgrs-option",
+        "chair-option",
+        "nss-option",
+        "report-option",
     ],
 )
 def test_changing_a_parameter_reruns_its_stage_and_downstream_only(
@@ -106,12 +129,14 @@ def _edit(path: Path) -> str:
 @pytest.mark.parametrize(
     ("module", "expected"),
     [
-        ("train/sft.py", {"sft": 1, "grpo": 3, "decode": 8}),
-        ("train/pretrain.py", {"pretrain": 1, "sft": 1, "grpo": 3, "decode": 8}),
-        ("data/shapes.py", {"prepare_data": 1, "pretrain": 1, "sft": 1, "grpo": 3, "decode": 8}),
-        ("rewards/region_attention.py", {"grpo": 1, "decode": 2}),
-        ("decoding/sgrs.py", {"decode": 8}),
-        ("eval/chair.py", {}),
+        ("train/sft.py", {"sft": 1, **ALL_MODELS}),
+        ("train/pretrain.py", {"pretrain": 1, "sft": 1, **ALL_MODELS}),
+        ("data/shapes.py", {"prepare_data": 1, "pretrain": 1, "sft": 1, **ALL_MODELS}),
+        ("rewards/region_attention.py", ONE_BRANCH),
+        ("decoding/sgrs.py", {"decode": 8, "evaluate_answers": 8, "report": 1}),
+        ("eval/chair.py", {"evaluate_answers": 8, "report": 1}),
+        ("eval/faithfulness.py", {"evaluate_saliency": 4, "report": 1}),
+        ("report/html.py", {"report": 1}),
     ],
 )
 def test_editing_package_code_reruns_the_stages_that_use_it(

@@ -55,6 +55,14 @@ def _stage_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra MLflow tag (e.g. snakemake.rule=sft); repeatable",
     )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="extra MLflow param (e.g. reward_set=acc+fmt) to line ablations up; repeatable",
+    )
     parser.add_argument("--fail-for-test", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--upstream",
@@ -147,6 +155,8 @@ def cmd_sft(args) -> int:
     metrics = _run_training_stage(
         "sft", args, SftConfig, lambda cfg, run: run_sft(cfg, args.base, args.data, args.out, run)
     )
+    if not metrics:  # a rank other than 0 of a multi-process launch: rank 0 reports
+        return 0
     print(
         f"sft: held-out VQA accuracy {metrics['val_vqa_accuracy']:.3f}, "
         f"format rate {metrics['val_format_rate']:.3f} -> {args.out}/model"
@@ -191,6 +201,41 @@ def build_parser() -> argparse.ArgumentParser:
     decode = _stage_parser(sub, "decode", "decode POPE/caption prompts with one strategy")
     add_decode_arguments(decode)
     decode.set_defaults(func=decode_main)
+
+    from lookright.eval.saliency_stage import (
+        add_evaluate_saliency_arguments,
+        evaluate_saliency_main,
+    )
+
+    saliency = _stage_parser(
+        sub,
+        "evaluate-saliency",
+        "accuracy, saliency maps, alignment, human alignment, faithfulness",
+    )
+    add_evaluate_saliency_arguments(saliency)
+    saliency.set_defaults(func=evaluate_saliency_main)
+
+    from lookright.eval.answers_stage import add_evaluate_answers_arguments, evaluate_answers_main
+
+    answers = _stage_parser(sub, "evaluate-answers", "POPE, CHAIR and latency of decoded answers")
+    add_evaluate_answers_arguments(answers)
+    answers.set_defaults(func=evaluate_answers_main)
+
+    from lookright.report.stage import add_report_arguments, report_main
+
+    report = _stage_parser(
+        sub, "report", "tables, plots, gallery and report.html of every evaluation"
+    )
+    add_report_arguments(report)
+    report.set_defaults(func=report_main)
+
+    from lookright.report.experiment import add_experiment_arguments, experiment_main
+
+    summary = sub.add_parser(
+        "experiment-summary", help="mean, std, bootstrap CI and paired effects over seeds"
+    )
+    add_experiment_arguments(summary)
+    summary.set_defaults(func=experiment_main)
 
     init = sub.add_parser("tracking-init", help="create/migrate the MLflow store once")
     init.add_argument("--results-dir", default=Path("results"), type=Path)

@@ -99,6 +99,7 @@ class PretrainSection:
     lr_scheduler: str = "cosine"
     warmup_steps: int = 20
     answer_template: str = "The {subject} {answer}"
+    prompt_order: str = "image_first"  # or question_first (tiny models' chat template)
     task_mix: list[str] = field(default_factory=lambda: ["vqa"])
     eval_samples: int = 200
     min_accuracy: float = 0.0

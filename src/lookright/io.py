@@ -16,22 +16,45 @@ class SchemaError(ValueError):
     """A table does not match the schema its consumer expects."""
 
 
-def atomic_write_table(table: pa.Table, path: str | os.PathLike[str]) -> Path:
-    """Write ``table`` to ``path`` via a temporary file in the same folder and a rename.
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
-    A reader never sees a half-written file: either the old file or the complete new one.
+
+def _atomic_write(path: str | os.PathLike[str], write) -> Path:
+    """``write(tmp)`` into a temporary file of the target's folder, then rename it over.
+
+    A reader never sees a half-written file: either the old file or the complete new one. The
+    file gets the usual permissions (0666 minus the umask), not the temporary file's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_table(table: pa.Table, path: str | os.PathLike[str]) -> Path:
+    """Write ``table`` to ``path`` as Parquet, atomically (:func:`_atomic_write`)."""
+    return _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -16,6 +16,7 @@ from typing import Any
 
 from lookright import tracking
 from lookright.config import config_hash, to_dict
+from lookright.launch import NullStageRun, is_main_process
 
 
 def upstream_run_ids(run_files: Mapping[str, str | Path]) -> dict[str, str]:
@@ -38,14 +39,21 @@ def stage_execution(
     tags: Mapping[str, str] | None = None,
     upstream: Mapping[str, str | Path] | None = None,
     resume: bool = False,
+    params: Mapping[str, str] | None = None,
 ) -> Iterator[tracking.StageRun]:
     """Open the stage's MLflow run (FAILED on error) and write ``run.json`` on success.
 
-    With ``resume``, a run of the same stage and output folder that did not finish is
+    ``params`` (e.g. ``{"reward_set": "acc+fmt"}``) become MLflow params ``lookright.<key>``
+    next to the flattened config, so the compare view lines ablations up. With ``resume``, a run of the same stage and output folder that did not finish is
     continued, so a training stage re-run after a kill keeps one metric history.
+    In a multi-process launch only rank 0 does this; other ranks get a no-op run
+    (:class:`lookright.launch.NullStageRun`) and write no ``run.json``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not is_main_process():  # another rank of a multi-process launch: rank 0 tracks
+        yield NullStageRun()
+        return
     config = to_dict(cfg)
     tracking_cfg = config.get("tracking", {})
     uri = tracking.resolve_tracking_uri(tracking_cfg.get("uri"), results_dir)
@@ -61,6 +69,8 @@ def stage_execution(
         resume=resume,
         run_name=f"{stage}:{out_dir.name}",
     ) as run:
+        if params:
+            run.log_params({f"lookright.{key}": value for key, value in params.items()})
         yield run
         record = {
             "run_id": run.run_id,

@@ -77,7 +77,17 @@ def test_pipeline_fails_resumes_and_matches_local(slurm_cluster: SlurmCluster, t
         timeout_s=TIMEOUT_S,
     )
     assert resumed.returncode == 0, resumed.stdout[-4000:] + slurm_cluster.diagnostics()
-    assert _rules_of(slurm_cluster, resumed.stdout) == ["decode", "decode", "grpo", "sft"]
+    assert _rules_of(slurm_cluster, resumed.stdout) == [
+        "decode",
+        "decode",
+        "evaluate_answers",
+        "evaluate_answers",
+        "evaluate_saliency",
+        "evaluate_saliency",
+        "grpo",
+        "report",
+        "sft",
+    ]
     # A training stage resumes its unfinished run: same run id, now FINISHED.
     (resumed_run,) = _runs_by_stage(results)["sft"]
     assert resumed_run.info.run_id == failed_run.info.run_id

@@ -3,6 +3,7 @@ CoT bottleneck against a brute-force computation from full attention matrices.""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAMILIES, perturb_biases_and_norms
@@ -117,15 +118,36 @@ def test_method_token_maps_are_the_contributions_of_visual_keys(family, build_ti
             assert abs(results[b].response_map - relu_sum).max() < 1e-6
 
 
+def test_centered_map_is_the_summed_map_minus_its_mean(build_tiny, noise_images):
+    """logit_decomposition_centered = ReLU(S - mean S), S = sum of the signed token maps."""
+    model, processor, adapter = _float64_model(build_tiny, "qwen2_5_vl")
+    names = ["logit_decomposition", "logit_decomposition_centered"]
+    results = explain_batch(
+        model, processor, noise_images[:2], QUESTIONS, COMPLETIONS, names, adapter
+    )
+    for plain, centered in zip(*results.values(), strict=True):
+        summed = plain.token_maps.sum(axis=0)
+        expected = np.maximum(summed - summed.mean(), 0.0)
+        assert np.allclose(centered.token_maps, plain.token_maps)
+        assert centered.response_map is not None
+        assert np.allclose(centered.response_map, expected, atol=1e-6)
+        assert centered.response_map.min() == 0.0  # something is always below the mean
+        assert not np.allclose(centered.response_map, np.maximum(summed, 0.0))
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_cot_bottleneck_matches_brute_force_two_hop(family, build_tiny, noise_images):
-    """c[a,j] = sum_{l,h} sum_{t in T} A[q(a),t] A[t,j] e_a.(W_O[:,h] v_j^h), query row t."""
+@pytest.mark.parametrize(
+    ("method", "hop"), [("cot_bottleneck", 0), ("cot_bottleneck_generating", 1)]
+)
+def test_cot_bottleneck_matches_brute_force_two_hop(family, method, hop, build_tiny, noise_images):
+    """c[a,j] = sum_{l,h} sum_{t in T} A[q(a),t] A[t-hop,j] e_a.(W_O[:,h] v_j^h).
+
+    hop 0: query row t (METHODS.md); hop 1: the row t-1 that generated t (the reference's).
+    """
     model, processor, adapter = _float64_model(build_tiny, family)
     image, question, completion = noise_images[:1], QUESTIONS[:1], COMPLETIONS[:1]
-    result = explain_batch(
-        model, processor, image, question, completion, ["cot_bottleneck"], adapter
-    )
-    result = result["cot_bottleneck"][0]
+    result = explain_batch(model, processor, image, question, completion, [method], adapter)
+    result = result[method][0]
     batch = prepare_batch(model, processor, adapter, image, question, completion)
     sample = batch.samples[0]
 
@@ -159,7 +181,7 @@ def test_cot_bottleneck_matches_brute_force_two_hop(family, build_tiny, noise_im
             for ai, a in enumerate(sample.answer):
                 for ji, j in enumerate(sample.visual):
                     two_hop = sum(
-                        attention[h, a - 1, t] * attention[h, t, j] for t in sample.thought
+                        attention[h, a - 1, t] * attention[h, t - hop, j] for t in sample.thought
                     )
                     expected[ai, ji] += two_hop * (e[ai] @ (w_o @ v[j]))
     assert result.token_maps.shape == (len(sample.answer), *sample.grid)

@@ -22,6 +22,14 @@ _CONTENT = (
     "{% if c['type'] == 'image' %}{{ image_placeholder }}{% else %}{{ c['text'] }}{% endif %}"
     "{% endfor %}{% endif %}"
 )
+# Text items first, then the images: the question precedes the image in the token sequence.
+_CONTENT_QUESTION_FIRST = (
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] if c['type'] != 'image' %}{{ c['text'] }}{% endfor %}"
+    "{% for c in m['content'] if c['type'] == 'image' %}{{ image_placeholder }}{% endfor %}"
+    "{% endif %}"
+)
+PROMPT_ORDERS = ("image_first", "question_first")
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,27 @@ LLAVA_FORMAT = ChatFormat(
 )
 
 
+def chat_template(chat: ChatFormat, prompt_order: str = "image_first") -> str:
+    """The family's chat template; ``question_first`` renders the text before the image.
+
+    Real checkpoints keep their own template (image first for Qwen2.5-VL and LLaVA-1.5). For
+    the tiny from-scratch models the order is a design choice that the saved processor
+    carries to every later stage. With the image first, a causal decoder can look the object
+    up from the QUESTION's tokens (which sit after the image) and let the answer read it
+    there; with the question first, the completion has to read the visual tokens itself.
+    """
+    if prompt_order not in PROMPT_ORDERS:
+        raise ValueError(f"prompt_order must be one of {list(PROMPT_ORDERS)}, got {prompt_order!r}")
+    if prompt_order == "image_first":
+        return chat.template
+    return chat.template.replace(_CONTENT, _CONTENT_QUESTION_FIRST)
+
+
 def train_tokenizer(
-    texts: Iterable[str], chat: ChatFormat, vocab_size: int = 512
+    texts: Iterable[str],
+    chat: ChatFormat,
+    vocab_size: int = 512,
+    prompt_order: str = "image_first",
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``texts`` and wrap it with the family's chat format."""
     core = Tokenizer(models.BPE())
@@ -88,5 +115,5 @@ def train_tokenizer(
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, eos_token=chat.eos, pad_token=chat.pad
     )
-    tokenizer.chat_template = chat.template
+    tokenizer.chat_template = chat_template(chat, prompt_order)
     return tokenizer

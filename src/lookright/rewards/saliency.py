@@ -29,7 +29,12 @@ from lookright.rewards.base import (
 from lookright.rewards.policy import Policy
 from lookright.saliency.api import get_method, run_methods
 
-ALIGNMENT_METHODS = ("cot_bottleneck", "logit_decomposition")
+ALIGNMENT_METHODS = (
+    "cot_bottleneck",
+    "cot_bottleneck_generating",
+    "logit_decomposition",
+    "logit_decomposition_centered",
+)
 
 
 def _has_boxes(boxes: Any) -> bool:

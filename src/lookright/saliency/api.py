@@ -98,14 +98,16 @@ def run_methods(
 def _run_row_methods(
     model, adapter, batch, methods: list[RowMethod]
 ) -> dict[str, list[SaliencyResult]]:
-    if not methods:
-        return {}
-    needs = RowNeeds()
-    for method in methods:
-        needs = needs | method.needs()
-    plan = build_row_request(batch, needs)
-    rows = RowPass(model, adapter).run(batch.inputs, plan.request)
-    return {method.name: method.from_rows(batch, plan, rows) for method in methods}
+    results: dict[str, list[SaliencyResult]] = {}
+    for generating in sorted({m.needs().cot_generating for m in methods}):
+        group = [m for m in methods if m.needs().cot_generating == generating]
+        needs = RowNeeds()
+        for method in group:
+            needs = needs | method.needs()
+        plan = build_row_request(batch, needs)
+        rows = RowPass(model, adapter).run(batch.inputs, plan.request)
+        results |= {method.name: method.from_rows(batch, plan, rows) for method in group}
+    return results
 
 
 def _run_gradient_methods(

@@ -36,12 +36,21 @@ class RowNeeds:
     cot: bool = False
     mean_attention: bool = False
     full_attention: bool = False
+    # The bottleneck's second hop from the rows that GENERATED the thought tokens (t-1).
+    # Methods that differ in it cannot share a row pass (api runs one pass per value).
+    cot_generating: bool = False
 
     def __or__(self, other: RowNeeds) -> RowNeeds:
         return RowNeeds(*(a or b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
 
     def astuple(self) -> tuple[bool, ...]:
-        return (self.decompose, self.cot, self.mean_attention, self.full_attention)
+        return (
+            self.decompose,
+            self.cot,
+            self.mean_attention,
+            self.full_attention,
+            self.cot_generating,
+        )
 
 
 @dataclass

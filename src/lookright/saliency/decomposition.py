@@ -41,12 +41,15 @@ class LogitDecomposition(RowMethod):
         span: which tokens' rows are summed into the response map: ``"completion"`` (default:
             every completion token but the end-of-turn) or ``"answer"`` (tokens after
             ``</think>``; no map when there is none).
+        centered: subtract the summed map's mean over the visual tokens before the ReLU (see
+            :class:`LogitDecompositionCentered`).
     Per-token maps are the signed contributions ``c`` (ReLU is applied only after the sum);
     ``token_scores`` is each token's total visual contribution ``sum_j c_j``.
     """
 
     name: ClassVar[str] = "logit_decomposition"
     span: str = "completion"
+    centered: bool = False
 
     def __post_init__(self) -> None:
         if self.span not in SPANS:
@@ -75,8 +78,10 @@ class LogitDecomposition(RowMethod):
         }
         if keep is None:
             return no_map(self.name, sample.grid, sample.cot_reason or "no answer span", **common)
-        summed = np.maximum(per_token[keep].sum(axis=0), 0.0)
-        return finish_map(self.name, sample.grid, summed, **common)
+        summed = per_token[keep].sum(axis=0)
+        if self.centered:
+            summed = summed - summed.mean()
+        return finish_map(self.name, sample.grid, np.maximum(summed, 0.0), **common)
 
     def _kept_tokens(self, sample) -> list[int] | None:
         if self.span == "completion":
@@ -85,6 +90,24 @@ class LogitDecomposition(RowMethod):
             return None
         first = sample.targets[0]
         return [a - first for a in sample.answer]
+
+
+@register
+@dataclass
+class LogitDecompositionCentered(LogitDecomposition):
+    """Logit decomposition minus what the AVERAGE visual token contributes (lookright variant).
+
+    ``map = ReLU(S - mean_j S_j)`` with ``S = sum_tokens c`` (Saliency-R1's response map before
+    its ReLU). Tokens that do not depend on the image (template words such as "It is at the")
+    still receive large, nearly uniform direct contributions from the visual tokens, and summed
+    over a chain of thought they bury the object: on the tiny shapes models the plain map
+    scores near chance alignment while this one lands on the object (EXPERIMENTS.md). The
+    subtraction is linear, so it equals centring every token's map before the sum; the
+    per-token maps stay the signed, uncentred ``c``.
+    """
+
+    name: ClassVar[str] = "logit_decomposition_centered"
+    centered: bool = True
 
 
 @register
@@ -126,3 +149,23 @@ class CotBottleneck(RowMethod):
                 )
             )
         return results
+
+
+@register
+@dataclass
+class CotBottleneckGenerating(CotBottleneck):
+    """The CoT bottleneck with the Saliency-R1 reference's second hop: row t-1 for key t.
+
+    ``B[l,h,a,j] = sum_{t in T} A[l,h,q(a),t] * A[l,h,t-1,j]``: the image attention of the
+    decoding step that GENERATED thought token t, rather than of the row at t. When the
+    answer copies a word of the thought (the colour in "The square white."), the word's
+    content came from the image through that generating step and the sampling of t; row t
+    itself only predicts the token after it. On the tiny shapes models this variant is the
+    one whose map lands on the object (EXPERIMENTS.md); ``cot_bottleneck`` keeps
+    METHODS.md's definition.
+    """
+
+    name: ClassVar[str] = "cot_bottleneck_generating"
+
+    def needs(self) -> RowNeeds:
+        return RowNeeds(cot=True, cot_generating=True)

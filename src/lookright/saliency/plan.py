@@ -16,6 +16,8 @@ def build_row_request(batch: SaliencyBatch, needs: RowNeeds) -> RowPlan:
     The bottleneck's second hop needs the rows AT the thought positions t: each of them is
     already the row predicting target t+1 (the token after a thought token is a thought token
     or ``</think>``, both targets), so thought slot = slot of target t+1 and no row is added.
+    With ``needs.cot_generating`` it needs the rows t-1 that generated them instead: the
+    slot of target t itself.
     """
     device = batch.input_ids.device
     row_lists, answer_slots, thought_slots, thoughts = [], [], [], []
@@ -24,7 +26,8 @@ def build_row_request(batch: SaliencyBatch, needs: RowNeeds) -> RowPlan:
         has_cot = needs.cot and sample.cot_reason is None
         thought = list(sample.thought) if has_cot else []
         answer_slots.append([a - first for a in sample.answer] if has_cot else [])
-        thought_slots.append([t + 1 - first for t in thought])
+        hop = 0 if needs.cot_generating else 1
+        thought_slots.append([t + hop - first for t in thought])
         thoughts.append(thought)
         row_lists.append([p - 1 for p in sample.targets])
     rows, row_valid = pad_positions(row_lists, device)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,40 @@ def last_checkpoint(checkpoint_dir: str | Path) -> str | None:
     if not checkpoint_dir.is_dir():
         return None
     return get_last_checkpoint(str(checkpoint_dir))
+
+
+CONFIG_MARKER = "lookright-config-hash.txt"
+
+
+def resumable_checkpoint(checkpoint_dir: str | Path, cfg: Any) -> str | None:
+    """The newest checkpoint to resume from, only if it was written under the same config.
+
+    The folder records the stage config's hash (:func:`lookright.config.config_hash`, without
+    ``tracking``) in
+    ``lookright-config-hash.txt``. Checkpoints left by a run with another config (the rule
+    reran because a parameter changed) or without a record are deleted, with a warning, so
+    the new run starts from scratch instead of resuming someone else's weights.
+    """
+    from lookright.config import config_hash, to_dict
+    from lookright.launch import is_main_process
+
+    checkpoint_dir = Path(checkpoint_dir)
+    marker = checkpoint_dir / CONFIG_MARKER
+    current = config_hash({k: v for k, v in to_dict(cfg).items() if k != "tracking"})
+    stale = sorted(checkpoint_dir.glob("checkpoint-*")) if checkpoint_dir.is_dir() else []
+    recorded = marker.read_text().strip() if marker.is_file() else None
+    if stale and recorded != current and is_main_process():
+        warnings.warn(
+            f"{checkpoint_dir}: deleting {len(stale)} checkpoint(s) written under another "
+            f"config (hash {recorded or 'unrecorded'}, now {current}); training starts over",
+            stacklevel=2,
+        )
+        for folder in stale:
+            shutil.rmtree(folder)
+    if is_main_process():
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(current + "\n")
+    return last_checkpoint(checkpoint_dir)
 
 
 def checkpoint_step(checkpoint: str | None) -> int:

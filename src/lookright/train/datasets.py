@@ -39,7 +39,8 @@ def join_images(samples: pa.Table, images: pa.Table) -> pa.Table:
     missing = sorted({i for i in samples["image_id"].to_pylist() if i not in row_of})
     if missing:
         raise KeyError(f"samples reference image_id(s) not in images.parquet: {missing[:5]}")
-    taken = images.take(pa.array([row_of[i] for i in samples["image_id"].to_pylist()]))
+    rows = [row_of[i] for i in samples["image_id"].to_pylist()]
+    taken = images.take(pa.array(rows, type=pa.int64()))
     for name in ("image_png", "width", "height", "objects", "object_boxes"):
         samples = samples.append_column(name, taken[name])
     return samples

@@ -70,7 +70,7 @@ from lookright.train.common import (
     NonFiniteLossError,
     checkpoint_step,
     greedy_answers,
-    last_checkpoint,
+    resumable_checkpoint,
 )
 from lookright.train.datasets import decode_png, load_samples
 
@@ -503,6 +503,7 @@ def build_trainer(
 def run_grpo(
     cfg: GrpoConfig, base: str, data_dir: str | Path, out_dir: str | Path, run: Any
 ) -> dict[str, Any]:
+    from lookright.launch import is_main_process
     from lookright.models import load_model
 
     section = cfg.grpo
@@ -529,10 +530,12 @@ def run_grpo(
             "n_trainable": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         }
     )
-    resume = last_checkpoint(out_dir / "checkpoints")
+    resume = resumable_checkpoint(out_dir / "checkpoints", cfg)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - started
+    if not is_main_process():  # multi-process launch: rank 0 saves, merges, evaluates, logs
+        return {}
     trained = trainer.model
     if section.lora.enabled:
         trained = trained.merge_and_unload()
@@ -545,6 +548,7 @@ def run_grpo(
         "train_seconds": train_seconds,
         "resumed_from_step": checkpoint_step(resume),
         "n_rollouts": n_samples,
+        "world_size": trainer.args.world_size,
     }
     metrics |= train_reward_summary(trainer.state.log_history, setup.names)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -658,6 +662,10 @@ def grpo_main(args: argparse.Namespace) -> int:
     except (NonFiniteRewardError, NonFiniteLossError, JudgeUnavailableError) as error:
         print(f"lookright grpo: error: {error}", file=sys.stderr)
         return 1
+    from lookright.launch import is_main_process
+
+    if not is_main_process():  # multi-process launch: rank 0 reports
+        return 0
     alignment = metrics.get("val_alignment")
     print(
         f"grpo[{cfg.grpo.reward_set}]: held-out VQA accuracy {metrics.get('val_vqa_accuracy')}, "

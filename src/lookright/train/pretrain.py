@@ -32,7 +32,7 @@ from lookright.train.common import (
     checkpoint_step,
     freeze_vision_encoder,
     greedy_answers,
-    last_checkpoint,
+    resumable_checkpoint,
 )
 from lookright.train.datasets import conversational_dataset, load_samples
 
@@ -63,7 +63,9 @@ def tokenizer_corpus(table: pa.Table, template: str) -> list[str]:
 def build_base(cfg: PretrainConfig, train: pa.Table, image_size: int):
     adapter = get_adapter(cfg.model.family)
     corpus = tokenizer_corpus(train, cfg.pretrain.answer_template)
-    tokenizer = train_tokenizer(corpus, adapter.chat_format, cfg.pretrain.vocab_size)
+    tokenizer = train_tokenizer(
+        corpus, adapter.chat_format, cfg.pretrain.vocab_size, cfg.pretrain.prompt_order
+    )
     size = TinySize(**vars(cfg.pretrain.tiny))
     torch.manual_seed(cfg.seed)
     model, processor = adapter.build_tiny(tokenizer, size, image_size)
@@ -114,7 +116,7 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
         processing_class=processor,
         callbacks=[MlflowStepLogger(run)],
     )
-    resume = last_checkpoint(checkpoints)
+    resume = resumable_checkpoint(checkpoints, cfg)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - started

@@ -21,6 +21,7 @@ from trl import SFTConfig, SFTTrainer
 from lookright.config import SftConfig
 from lookright.eval.accuracy import accuracy
 from lookright.io import write_rows
+from lookright.launch import is_main_process
 from lookright.models import load_model
 from lookright.rewards.format import has_think_format
 from lookright.train.common import (
@@ -28,7 +29,7 @@ from lookright.train.common import (
     MlflowStepLogger,
     checkpoint_step,
     greedy_answers,
-    last_checkpoint,
+    resumable_checkpoint,
 )
 from lookright.train.datasets import conversational_dataset, load_samples
 
@@ -86,10 +87,12 @@ def run_sft(
         peft_config=lora_config(cfg),
         callbacks=[MlflowStepLogger(run)],
     )
-    resume = last_checkpoint(checkpoints)
+    resume = resumable_checkpoint(checkpoints, cfg)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - started
+    if not is_main_process():  # multi-process launch: rank 0 saves, evaluates and logs
+        return {}
     trained = trainer.model
     if section.lora.enabled:
         trained = trained.merge_and_unload()
@@ -97,7 +100,11 @@ def run_sft(
     trained.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
     metrics = evaluate_sft(cfg, trained, processor, adapter, data_dir, out_dir)
-    metrics |= {"train_seconds": train_seconds, "resumed_from_step": checkpoint_step(resume)}
+    metrics |= {
+        "train_seconds": train_seconds,
+        "resumed_from_step": checkpoint_step(resume),
+        "world_size": trainer.args.world_size,
+    }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
     return metrics

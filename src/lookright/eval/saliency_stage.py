@@ -1,0 +1,735 @@
+"""The ``evaluate_saliency`` stage: task accuracy and the quality of every saliency method.
+
+    lookright evaluate-saliency --model-dir results/sft/<model>/model --data results/data \\
+        --out results/evaluate/<model>/sft \\
+        [--config-json '{"evaluate": {...}, "model": {...}, "seed": 0}']
+
+For one trained model, on the VQA samples of ``evaluate.split`` (sorted by ``sample_id``, the
+first ``evaluate.max_samples``):
+
+1. greedy completions (left-padded batches, :func:`lookright.train.common.greedy_answers`);
+   the answer is the text after the last ``</think>``; correct = normalised exact match with
+   the reference (:mod:`lookright.eval.accuracy`), overall and per ``subset``;
+2. the response-level map of every method of ``evaluate.methods``, teacher-forcing the
+   model's OWN completion (:func:`lookright.saliency.api.run_methods`), scored by
+   Saliency-R1's alignment score with the evidence boxes and GLIMPSE's NSS / Spearman with the
+   human-attention map (METHODS.md section 10);
+3. Saliency-R1's deletion / insertion faithfulness on the first
+   ``evaluate.faithfulness.max_samples`` correctly answered samples (see
+   :func:`score_faithfulness`).
+
+Outputs in ``--out`` (Parquet written atomically, all logged to the stage's MLflow run):
+
+``predictions.parquet`` (:data:`PREDICTIONS`), one row per sample
+    sample_id, image_id, subset, question, reference, completion (the greedy text, special
+    tokens skipped), answer (after the last ``</think>``, stripped), correct.
+``saliency.parquet``, one row per sample x method (order: samples, then methods as configured)
+    sample_id, method, subset, correct, has_map, reason (why there is no map), alignment
+    (in [0, 1]; null without a box or a map), nss, spearman (null without a human map or a
+    map, or when undefined, e.g. a constant map); with faithfulness enabled also
+    ``del_<pct>`` / ``ins_<pct>`` for the configured fractions (``del_5`` = 5 % of the cells
+    deleted; relative scores, 100 = unchanged), ``del_auc``, ``ins_auc`` (mean height of the
+    sample's curve); null for samples that were not scored.
+``curves.parquet`` (:data:`CURVES`), one row per method x kind x fraction
+    method, kind ("deletion" | "insertion"), fraction, score_mean, score_std (population std
+    over samples), n (samples).
+``summary.parquet``, one row per method (Saliency-R1's faithfulness table + localisation)
+    method, n_maps, n_faithfulness, alignment_mean, nss_mean, spearman_mean, the means of the
+    ``del_*`` / ``ins_*`` columns, del_auc, ins_auc (null when nothing was defined).
+``maps.parquet`` (:data:`lookright.saliency.storage.MAP_SCHEMA`)
+    every method's maps of the first ``evaluate.gallery_samples`` samples, with the image
+    size, question, completion and alignment (the report's heatmap gallery).
+``metrics.json``
+    flat and NaN-free: vqa_accuracy, ``vqa_accuracy/<subset>``, n_samples, n_correct,
+    n_faithfulness_samples, per method ``<method>/alignment``, ``<method>/nss``,
+    ``<method>/spearman``, ``<method>/del_5`` ..., ``<method>/del_auc``,
+    ``<method>/ins_auc`` (undefined values are left out), and the wall time of each phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from lookright.config import ConfigError
+from lookright.data.schema import SAMPLES
+from lookright.eval.accuracy import accuracy_by_subset, exact_match, extract_answer
+from lookright.eval.config import EvaluateConfig, FaithfulnessSection, validate
+from lookright.eval.faithfulness import (
+    auc,
+    make_baseline,
+    patch_mask,
+    perturb_image,
+    rank_patches,
+    relative_score,
+)
+from lookright.eval.human_alignment import MetricUndefinedWarning, nss, spearman
+from lookright.eval.localisation import alignment_score
+from lookright.io import read_table, write_rows
+from lookright.models.base import VLMAdapter, load_model
+from lookright.saliency.api import get_method, run_methods
+from lookright.saliency.batch import prepare_batch
+from lookright.saliency.storage import map_row, write_maps
+from lookright.saliency.types import SaliencyResult
+from lookright.train.common import greedy_answers
+from lookright.train.datasets import decode_png, load_samples
+
+KINDS = ("deletion", "insertion")
+
+PREDICTIONS = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("subset", pa.string()),
+        pa.field("question", pa.string(), nullable=False),
+        pa.field("reference", pa.string(), nullable=False),
+        pa.field("completion", pa.string(), nullable=False),
+        pa.field("answer", pa.string(), nullable=False),
+        pa.field("correct", pa.bool_(), nullable=False),
+    ]
+)
+"""``predictions.parquet``: one row per evaluated VQA sample (see the module docstring)."""
+
+SALIENCY_BASE = [
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("subset", pa.string()),
+    pa.field("correct", pa.bool_(), nullable=False),
+    pa.field("has_map", pa.bool_(), nullable=False),
+    pa.field("reason", pa.string()),
+    pa.field("alignment", pa.float64()),
+    pa.field("nss", pa.float64()),
+    pa.field("spearman", pa.float64()),
+]
+
+CURVES = pa.schema(
+    [
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("fraction", pa.float64(), nullable=False),
+        pa.field("score_mean", pa.float64(), nullable=False),
+        pa.field("score_std", pa.float64(), nullable=False),
+        pa.field("n", pa.int32(), nullable=False),
+    ]
+)
+"""``curves.parquet``: mean deletion / insertion curve of each method over the scored samples."""
+
+
+# -- samples and answers ------------------------------------------------------------------
+
+
+def load_vqa_samples(data_dir: str | Path, split: str, max_samples: int | None) -> list[dict]:
+    """The VQA samples of ``split`` sorted by ``sample_id``, the first ``max_samples``."""
+    data_dir = Path(data_dir)
+    for name in ("samples.parquet", "images.parquet"):
+        if not (data_dir / name).is_file():
+            raise FileNotFoundError(f"--data {data_dir}: no {name} (not a prepare_data output)")
+    samples = read_table(data_dir / "samples.parquet", SAMPLES).select(["split", "task"])
+    mask = pc.and_(pc.equal(samples["split"], split), pc.equal(samples["task"], "vqa"))
+    if not pc.any(mask).as_py():  # checked first: load_samples cannot join an empty selection
+        raise ConfigError(
+            f"evaluate.split={split!r}: no VQA samples (task 'vqa') of that split in "
+            f"{data_dir / 'samples.parquet'}"
+        )
+    rows = load_samples(data_dir, split, ("vqa",)).to_pylist()
+    rows.sort(key=lambda r: r["sample_id"])
+    return rows if max_samples is None else rows[:max_samples]
+
+
+def prediction_rows(rows: Sequence[dict], completions: Sequence[str]) -> list[dict[str, Any]]:
+    """``predictions.parquet`` rows: answer after the last ``</think>``, exact-match correct."""
+    return [
+        {
+            "sample_id": r["sample_id"],
+            "image_id": r["image_id"],
+            "subset": r["subset"],
+            "question": r["question"],
+            "reference": r["answer"],
+            "completion": c,
+            "answer": extract_answer(c).strip(),
+            "correct": exact_match(c, r["answer"]),
+        }
+        for r, c in zip(rows, completions, strict=True)
+    ]
+
+
+def accuracy_metrics(predictions: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """``vqa_accuracy`` and ``vqa_accuracy/<subset>`` (non-null subsets) of the predictions."""
+    groups = accuracy_by_subset(predictions, prediction_key="completion", reference_key="reference")
+    metrics = {"vqa_accuracy": float(groups.pop("overall")["accuracy"])}
+    for subset, values in groups.items():
+        metrics[f"vqa_accuracy/{subset}"] = float(values["accuracy"])
+    return metrics
+
+
+# -- saliency maps and their localisation -------------------------------------------------
+
+
+@dataclass
+class SampleMaps:
+    """The response-level maps of one sample (``None`` = no map) and why a map is missing."""
+
+    maps: dict[str, np.ndarray | None]
+    reasons: dict[str, str | None]
+    results: dict[str, SaliencyResult] | None = None  # full results, gallery samples only
+
+
+def _methods(names: Sequence[str], seed: int) -> list[Any]:
+    """Method instances; ``random`` seeded per batch start so maps do not depend on batching."""
+    return [get_method(n, seed=seed) if n == "random" else get_method(n) for n in names]
+
+
+def explain_samples(
+    model: torch.nn.Module,
+    processor: Any,
+    adapter: VLMAdapter,
+    rows: Sequence[dict],
+    images: Sequence[Image.Image],
+    completions: Sequence[str],
+    methods: Sequence[str],
+    *,
+    batch_size: int,
+    seed: int = 0,
+    keep_results: int = 0,
+) -> list[SampleMaps]:
+    """Maps of every method for every sample, teacher-forcing ``completions`` in batches.
+
+    The ``random`` map of sample ``k`` is seeded with ``seed + k`` whatever the batch size;
+    the full :class:`SaliencyResult` (token maps, ...) is kept for the first ``keep_results``.
+    """
+    out: list[SampleMaps] = []
+    for start in tqdm(range(0, len(rows), batch_size), desc="saliency", leave=False):
+        end = min(start + batch_size, len(rows))
+        batch = prepare_batch(
+            model,
+            processor,
+            adapter,
+            list(images[start:end]),
+            [r["question"] for r in rows[start:end]],
+            list(completions[start:end]),
+        )
+        batch.to(next(model.parameters()).device)
+        results = run_methods(model, adapter, batch, _methods(methods, seed + start))
+        for b in range(end - start):
+            per = {m: results[m][b] for m in methods}
+            out.append(
+                SampleMaps(
+                    maps={m: r.response_map if r.has_map else None for m, r in per.items()},
+                    reasons={
+                        m: None if r.has_map else (r.reason or "no map") for m, r in per.items()
+                    },
+                    results=per if start + b < keep_results else None,
+                )
+            )
+    return out
+
+
+def human_map(row: Mapping[str, Any]) -> np.ndarray | None:
+    """The sample's human-attention map as ``(human_map_height, human_map_width)``, or None."""
+    values, h, w = row.get("human_map"), row.get("human_map_height"), row.get("human_map_width")
+    if values is None or not h or not w:
+        return None
+    return np.asarray(values, dtype=np.float64).reshape(int(h), int(w))
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def map_metrics(
+    saliency_map: np.ndarray | None,
+    row: Mapping[str, Any],
+    image_size: tuple[int, int],
+    percentile: float,
+) -> dict[str, float | None]:
+    """Alignment (Saliency-R1, with the sample's boxes) and NSS / Spearman (GLIMPSE).
+
+    The map is compared with the human map on the human map's grid (resized bilinearly by
+    :mod:`lookright.eval.human_alignment`). Undefined values (no map, no box, no human map,
+    a constant map) are ``None``.
+    """
+    if saliency_map is None:
+        return {"alignment": None, "nss": None, "spearman": None}
+    boxes = row.get("boxes") or []
+    alignment = alignment_score(saliency_map, boxes, image_size) if boxes else None
+    human = human_map(row)
+    if human is None:
+        return {"alignment": alignment, "nss": None, "spearman": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricUndefinedWarning)
+        return {
+            "alignment": alignment,
+            "nss": _finite(nss(saliency_map, human, percentile)),
+            "spearman": _finite(spearman(saliency_map, human)),
+        }
+
+
+# -- deletion / insertion faithfulness ----------------------------------------------------
+
+
+def curve_fractions(f: FaithfulnessSection) -> list[float]:
+    """``{0, 1/steps, ..., 1} U deletion_fractions U insertion_fractions``, sorted."""
+    grid = [k / f.curve_steps for k in range(f.curve_steps + 1)]
+    values = {round(float(v), 9) for v in [*grid, *f.deletion_fractions, *f.insertion_fractions]}
+    return sorted(values)
+
+
+def fraction_column(kind: str, fraction: float) -> str:
+    """``del_5`` for a 5 % deletion, ``ins_30`` for a 30 % insertion."""
+    return f"{'del' if kind == 'deletion' else 'ins'}_{round(fraction * 100, 6):g}"
+
+
+def faithfulness_columns(f: FaithfulnessSection) -> list[str]:
+    """The per-fraction columns of ``saliency.parquet`` / ``summary.parquet`` + the two AUCs."""
+    columns = [fraction_column("deletion", v) for v in sorted(set(f.deletion_fractions))]
+    columns += [fraction_column("insertion", v) for v in sorted(set(f.insertion_fractions))]
+    return [*dict.fromkeys(columns), "del_auc", "ins_auc"]
+
+
+@torch.no_grad()
+def completion_logprobs(
+    model: torch.nn.Module,
+    processor: Any,
+    adapter: VLMAdapter,
+    images: Sequence[Image.Image],
+    question: str,
+    completion: str,
+) -> list[float]:
+    """Mean log-prob of ``completion``'s tokens (teacher-forced) after each image, one forward.
+
+    All images share the question and the completion; the end-of-turn token is not scored.
+    Logits are computed only at the rows predicting the completion (the unembedding of a real
+    model's vocabulary at every position of a batch would not fit in memory).
+    """
+    n = len(images)
+    encoded = adapter.encode(
+        processor, list(images), [question] * n, [completion] * n, add_eos=False
+    )
+    inputs = encoded.inputs.to(next(model.parameters()).device)
+    hidden = model.model(**inputs, use_cache=False).last_hidden_state
+    head = adapter.lm_head(model)
+    out = []
+    for b in range(n):
+        start, end = encoded.completion_span(b)
+        if end <= start:
+            out.append(math.nan)
+            continue
+        logits = head(hidden[b, start - 1 : end - 1]).float()
+        targets = inputs["input_ids"][b, start:end]
+        logp = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
+        out.append(float(logp.mean()))
+    return out
+
+
+def score_faithfulness(
+    model: torch.nn.Module,
+    processor: Any,
+    adapter: VLMAdapter,
+    image: Image.Image,
+    question: str,
+    completion: str,
+    maps: Mapping[str, np.ndarray | None],
+    f: FaithfulnessSection,
+    *,
+    batch_size: int,
+) -> dict[str, dict[str, dict[float, float]]]:
+    """Deletion / insertion scores of one sample: ``{method: {kind: {fraction: score}}}``.
+
+    Saliency-R1's protocol (:mod:`lookright.eval.faithfulness`): rank the map's cells, replace
+    the top ``k`` % by the baseline (deletion) or restore them on the baseline (insertion);
+    score = ``100 * exp(mean logp | perturbed - mean logp | original)``.
+
+    The log-prob is that of the model's WHOLE completion (thought + answer), teacher-forced,
+    not of the answer tokens alone: with the thought teacher-forced, the short answer is
+    predicted from the thought's text ("... It is red.</think>red") almost regardless of the
+    image, so an answer-only score barely moves under any perturbation.
+
+    Every perturbed image is "the original's pixels on the cells of a keep mask, the
+    baseline's elsewhere" (deletion keeps the complement of the top cells, insertion the top
+    cells), so images are identified by their keep mask: identical images (fraction 0 of
+    deletion = the original, fraction 1 of deletion = the baseline = fraction 0 of insertion,
+    ...) are scored once, and unique ones in batches of ``batch_size`` forwards. Deletion at
+    0 % and insertion at 100 % are the original itself: exactly 100.
+    """
+    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    base = make_baseline(pixels, f.baseline, f.blur_radius)
+    fractions = curve_fractions(f)
+    jobs: list[tuple[str, str, float, bytes]] = []
+    masks: dict[bytes, np.ndarray] = {}
+    for method, saliency_map in maps.items():
+        if saliency_map is None:
+            continue
+        ranked = rank_patches(saliency_map)
+        full = np.ones(saliency_map.shape, dtype=bool)
+        masks.setdefault(full.tobytes(), full)
+        for fraction in fractions:
+            top = patch_mask(saliency_map.shape, ranked, fraction)
+            for kind, keep in (("deletion", ~top), ("insertion", top)):
+                key = keep.tobytes()
+                masks.setdefault(key, keep)
+                jobs.append((method, kind, fraction, key))
+    if not jobs:
+        return {}
+    keys = list(masks)
+    logp: dict[bytes, float] = {}
+    for start in range(0, len(keys), batch_size):
+        chunk = keys[start : start + batch_size]
+        images = [Image.fromarray(perturb_image(base, masks[k], pixels)) for k in chunk]
+        values = completion_logprobs(model, processor, adapter, images, question, completion)
+        logp.update(zip(chunk, values, strict=True))
+    original = logp[next(iter(masks))]
+    scores: dict[str, dict[str, dict[float, float]]] = {}
+    for method, kind, fraction, key in jobs:
+        scores.setdefault(method, {}).setdefault(kind, {})[fraction] = relative_score(
+            logp[key], original
+        )
+    return scores
+
+
+def faithfulness_values(
+    scores: Mapping[str, Mapping[float, float]], f: FaithfulnessSection
+) -> dict[str, float]:
+    """One sample x method's ``saliency.parquet`` columns from its two curves."""
+    values = {}
+    for kind, fractions in (
+        ("deletion", f.deletion_fractions),
+        ("insertion", f.insertion_fractions),
+    ):
+        curve_points = scores[kind]
+        for fraction in fractions:
+            values[fraction_column(kind, fraction)] = curve_points[round(float(fraction), 9)]
+        x = sorted(curve_points)
+        values[f"{kind[:3]}_auc"] = auc(x, [curve_points[v] for v in x])
+    return values
+
+
+# -- tables and metrics -------------------------------------------------------------------
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    kept = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(kept)) if kept else None
+
+
+def saliency_schema(columns: Sequence[str]) -> pa.Schema:
+    """``saliency.parquet``'s schema: the base columns + the faithfulness ``columns``."""
+    return pa.schema([*SALIENCY_BASE, *(pa.field(c, pa.float64()) for c in columns)])
+
+
+def summary_schema(columns: Sequence[str]) -> pa.Schema:
+    """``summary.parquet``'s schema (one row per method)."""
+    fields = [
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("n_maps", pa.int32(), nullable=False),
+        pa.field("n_faithfulness", pa.int32(), nullable=False),
+    ]
+    names = ["alignment_mean", "nss_mean", "spearman_mean", *columns]
+    return pa.schema([*fields, *(pa.field(n, pa.float64()) for n in names)])
+
+
+def curve_rows(
+    faithfulness: Mapping[str, Mapping[str, Mapping[str, Mapping[float, float]]]],
+    methods: Sequence[str],
+) -> list[dict[str, Any]]:
+    """``curves.parquet`` rows from ``{sample_id: {method: {kind: {fraction: score}}}}``."""
+    rows = []
+    for method in methods:
+        for kind in KINDS:
+            points: dict[float, list[float]] = {}
+            for per_sample in faithfulness.values():
+                for fraction, score in per_sample.get(method, {}).get(kind, {}).items():
+                    points.setdefault(fraction, []).append(score)
+            for fraction in sorted(points):
+                values = np.asarray(points[fraction], dtype=np.float64)
+                rows.append(
+                    {
+                        "method": method,
+                        "kind": kind,
+                        "fraction": fraction,
+                        "score_mean": float(values.mean()),
+                        "score_std": float(values.std()),
+                        "n": len(values),
+                    }
+                )
+    return rows
+
+
+def summary_rows(
+    saliency: Sequence[Mapping[str, Any]], methods: Sequence[str], columns: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One row per method: counts and the means of ``saliency.parquet``'s metric columns."""
+    rows = []
+    for method in methods:
+        mine = [r for r in saliency if r["method"] == method]
+        row: dict[str, Any] = {
+            "method": method,
+            "n_maps": sum(r["has_map"] for r in mine),
+            "n_faithfulness": sum(r.get("del_auc") is not None for r in mine),
+        }
+        for name in ("alignment", "nss", "spearman"):
+            row[f"{name}_mean"] = _mean(r[name] for r in mine)
+        for name in columns:
+            row[name] = _mean(r.get(name) for r in mine)
+        rows.append(row)
+    return rows
+
+
+def method_metrics(
+    summary: Sequence[Mapping[str, Any]], columns: Sequence[str]
+) -> dict[str, float]:
+    """``<method>/alignment``, ``<method>/nss``, ... of the summary rows; undefined ones dropped."""
+    metrics = {}
+    for row in summary:
+        for name in ("alignment", "nss", "spearman"):
+            metrics[f"{row['method']}/{name}"] = row[f"{name}_mean"]
+        for name in columns:
+            metrics[f"{row['method']}/{name}"] = row[name]
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
+# -- the stage ----------------------------------------------------------------------------
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load(model_dir: str | Path, device: str) -> Any:
+    if not (Path(model_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"--model-dir {model_dir}: no config.json (not a checkpoint)")
+    loaded = load_model(model_dir, device=_device(device))
+    loaded.model.eval()
+    return loaded
+
+
+def _faithfulness(
+    loaded: Any,
+    cfg: EvaluateConfig,
+    rows: Sequence[dict],
+    images: Sequence[Image.Image],
+    predictions: Sequence[Mapping[str, Any]],
+    explained: Sequence[SampleMaps],
+) -> dict[str, dict[str, dict[str, dict[float, float]]]]:
+    """``{sample_id: {method: {kind: {fraction: score}}}}`` of the first correct samples."""
+    e = cfg.evaluate
+    f = e.faithfulness
+    if not f.enabled:
+        return {}
+    chosen = [k for k, p in enumerate(predictions) if p["correct"]][: f.max_samples]
+    out = {}
+    for k in tqdm(chosen, desc="faithfulness", leave=False):
+        out[rows[k]["sample_id"]] = score_faithfulness(
+            loaded.model,
+            loaded.processor,
+            loaded.adapter,
+            images[k],
+            rows[k]["question"],
+            predictions[k]["completion"],
+            explained[k].maps,
+            f,
+            batch_size=e.batch_size,
+        )
+    return out
+
+
+def _saliency_rows(
+    cfg: EvaluateConfig,
+    rows: Sequence[dict],
+    images: Sequence[Image.Image],
+    predictions: Sequence[Mapping[str, Any]],
+    explained: Sequence[SampleMaps],
+    faithfulness: Mapping[str, Mapping[str, Mapping[str, Mapping[float, float]]]],
+) -> list[dict[str, Any]]:
+    e = cfg.evaluate
+    out = []
+    for row, image, prediction, sample in zip(rows, images, predictions, explained, strict=True):
+        for method in e.methods:
+            record = {
+                "sample_id": row["sample_id"],
+                "method": method,
+                "subset": row["subset"],
+                "correct": prediction["correct"],
+                "has_map": sample.maps[method] is not None,
+                "reason": sample.reasons[method],
+                **map_metrics(sample.maps[method], row, image.size, e.nss_percentile),
+            }
+            scores = faithfulness.get(row["sample_id"], {}).get(method)
+            if scores:
+                record.update(faithfulness_values(scores, e.faithfulness))
+            out.append(record)
+    return out
+
+
+def _gallery_rows(
+    rows: Sequence[dict],
+    images: Sequence[Image.Image],
+    predictions: Sequence[Mapping[str, Any]],
+    explained: Sequence[SampleMaps],
+    saliency: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    alignment = {(r["sample_id"], r["method"]): r["alignment"] for r in saliency}
+    out = []
+    for row, image, prediction, sample in zip(rows, images, predictions, explained, strict=True):
+        for method, result in (sample.results or {}).items():
+            out.append(
+                map_row(
+                    result,
+                    row["sample_id"],
+                    image.size,
+                    row["question"],
+                    prediction["completion"],
+                    alignment[(row["sample_id"], method)],
+                )
+            )
+    return out
+
+
+def run_evaluate_saliency(
+    cfg: EvaluateConfig,
+    model_dir: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    run: Any = None,
+) -> dict[str, float]:
+    """Evaluate one model (see the module docstring); returns the metrics of ``metrics.json``."""
+    validate(cfg)
+    e = cfg.evaluate
+    out_dir = Path(out_dir)
+    rows = load_vqa_samples(data_dir, e.split, e.max_samples)
+    loaded = _load(model_dir, e.device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    images = [decode_png(r["image_png"]) for r in rows]
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    completions = greedy_answers(
+        loaded.model,
+        loaded.processor,
+        loaded.adapter,
+        rows,
+        max_new_tokens=e.max_new_tokens,
+        batch_size=e.batch_size,
+        desc="generate",
+    )
+    predictions = prediction_rows(rows, completions)
+    timings["generate_time_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    explained = explain_samples(
+        loaded.model,
+        loaded.processor,
+        loaded.adapter,
+        rows,
+        images,
+        completions,
+        e.methods,
+        batch_size=e.batch_size,
+        seed=cfg.seed,
+        keep_results=e.gallery_samples,
+    )
+    timings["saliency_time_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    faithfulness = _faithfulness(loaded, cfg, rows, images, predictions, explained)
+    timings["faithfulness_time_s"] = time.perf_counter() - started
+
+    columns = faithfulness_columns(e.faithfulness) if e.faithfulness.enabled else []
+    saliency = _saliency_rows(cfg, rows, images, predictions, explained, faithfulness)
+    summary = summary_rows(saliency, e.methods, columns)
+    write_rows(predictions, PREDICTIONS, out_dir / "predictions.parquet")
+    write_rows(saliency, saliency_schema(columns), out_dir / "saliency.parquet")
+    write_rows(curve_rows(faithfulness, e.methods), CURVES, out_dir / "curves.parquet")
+    write_rows(summary, summary_schema(columns), out_dir / "summary.parquet")
+    write_maps(
+        _gallery_rows(rows, images, predictions, explained, saliency), out_dir / "maps.parquet"
+    )
+
+    metrics = {
+        **accuracy_metrics(predictions),
+        "n_samples": float(len(rows)),
+        "n_correct": float(sum(p["correct"] for p in predictions)),
+        "n_faithfulness_samples": float(len(faithfulness)),
+        **method_metrics(summary, columns),
+        **timings,
+    }
+    metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    if run is not None:
+        run.log_metrics(metrics)
+        run.set_tags({"lookright.model_dir": str(model_dir)})
+    return metrics
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+OUTPUTS = (
+    "predictions.parquet",
+    "saliency.parquet",
+    "curves.parquet",
+    "summary.parquet",
+    "maps.parquet",
+    "metrics.json",
+)
+
+
+def add_evaluate_saliency_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Stage-specific arguments of ``lookright evaluate-saliency``: ``--model-dir``, ``--data``.
+
+    The arguments every stage has (``--config-json``, ``--config``, ``--out``,
+    ``--results-dir``, ``--tag``, ``--param``, ``--upstream``, ``--fail-for-test``) come from
+    ``lookright.cli._stage_parser``.
+    """
+    parser.add_argument(
+        "--model-dir", required=True, type=Path, help="checkpoint folder with config.json"
+    )
+    parser.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
+    return parser
+
+
+def evaluate_saliency_main(args: argparse.Namespace) -> int:
+    """Entry point of ``lookright evaluate-saliency``."""
+    from lookright.config import load_stage_config
+    from lookright.stage import stage_execution
+
+    cfg = validate(load_stage_config(EvaluateConfig, *args.config, *args.config_json))
+    if not (Path(args.model_dir) / "config.json").is_file():  # before the MLflow run opens
+        raise FileNotFoundError(f"--model-dir {args.model_dir}: no config.json (not a checkpoint)")
+    start = time.perf_counter()
+    with stage_execution(
+        "evaluate_saliency",
+        cfg,
+        out_dir=args.out,
+        results_dir=args.results_dir,
+        tags=dict(args.tag),
+        upstream=dict(args.upstream),
+        params=dict(getattr(args, "param", [])),
+    ) as run:
+        if getattr(args, "fail_for_test", False):  # config debug.fail_rules (workflow tests)
+            raise RuntimeError("evaluate_saliency: failing on purpose (config debug.fail_rules)")
+        metrics = run_evaluate_saliency(cfg, args.model_dir, args.data, args.out, run)
+        for name in OUTPUTS:
+            run.log_artifact(Path(args.out) / name)
+    print(
+        f"evaluate_saliency: {int(metrics['n_samples'])} samples, VQA accuracy "
+        f"{metrics.get('vqa_accuracy', math.nan):.3f}, {len(cfg.evaluate.methods)} methods, "
+        f"{int(metrics['n_faithfulness_samples'])} faithfulness samples "
+        f"({time.perf_counter() - start:.1f} s) -> {args.out}"
+    )
+    return 0
