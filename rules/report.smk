@@ -15,6 +15,8 @@ rule report:
         run=f"{RESULTS}/report/run.json",
     log:
         f"{LOGS}/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
     conda:
         "../envs/lookright.yaml"
     threads: 1

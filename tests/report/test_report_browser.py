@@ -15,8 +15,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, Inputs
 from PIL import Image
+from report_inputs import MODEL, Inputs
 
 from lookright.report.config import load_report_config
 from lookright.report.stage import run_report

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import GRPO, MODEL, SFT, Inputs, build_inputs
 from PIL import Image
+from report_inputs import GRPO, MODEL, SFT, Inputs, build_inputs
 
 from lookright.report.collect import ReportInputError
 from lookright.report.config import ReportConfig, load_report_config

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import CHAIR, GRPO, LATENCY, MODEL, POPE_AVG, SFT, SUMMARY, VQA, Inputs
+from report_inputs import CHAIR, GRPO, LATENCY, MODEL, POPE_AVG, SFT, SUMMARY, VQA, Inputs
 
 from lookright.config import ConfigError
 from lookright.report.collect import ReportInputError, discover, load_grpo, reward_set_of
@@ -68,7 +68,7 @@ def test_answers_prefers_a_strategys_own_vqa_accuracy(inputs: Inputs) -> None:
 
 
 def test_answers_without_decoding_keep_one_vqa_row_per_source(tmp_path: Path) -> None:
-    from conftest import build_inputs
+    from report_inputs import build_inputs
 
     inputs = build_inputs(tmp_path, answers=False)
     table = answers_table(discover(inputs.eval_dir))

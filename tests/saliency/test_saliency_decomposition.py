@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILIES, perturb_biases_and_norms
+from saliency_helpers import FAMILIES, perturb_biases_and_norms
 
 from lookright.saliency import explain_batch
 from lookright.saliency.batch import pad_positions, prepare_batch

@@ -88,9 +88,11 @@ def test_registry_names_and_errors():
         [
             "attention_gradient",
             "cot_bottleneck",
+            "cot_bottleneck_generating",
             "glimpse",
             "gradcam",
             "logit_decomposition",
+            "logit_decomposition_centered",
             "random",
             "raw_attention",
             "rollout",

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILIES, IMAGE_SIZE
 from PIL import Image
+from saliency_helpers import FAMILIES, IMAGE_SIZE
 
 from lookright.saliency import alignment_score, available_methods, explain_batch
 from lookright.saliency.batch import prepare_batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILIES
+from saliency_helpers import FAMILIES
 
 from lookright.saliency import explain_batch, get_method
 from lookright.saliency.baselines import rollout_rows

@@ -553,6 +553,7 @@ def run_grpo(
     metrics |= train_reward_summary(trainer.state.log_history, setup.names)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    run.log_params({k: v for k, v in metrics.items() if isinstance(v, str)})
     return metrics
 
 
@@ -570,7 +571,12 @@ def train_reward_summary(history: list[dict], names: list[str]) -> dict[str, flo
 
 
 def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir) -> dict[str, Any]:
-    """Held-out VQA: accuracy, format rate and CoT-bottleneck alignment of greedy answers."""
+    """Held-out VQA: accuracy, format rate and alignment score of greedy answers.
+
+    The alignment uses the branch's ``saliency_alignment`` map (its reward's, or the
+    monitored one with ``grpo.monitor_alignment``) and Saliency-R1's ``cot_bottleneck`` in
+    branches without it; ``val_alignment_method`` says which.
+    """
     from lookright.eval.accuracy import accuracy
     from lookright.eval.localisation import alignment_score
     from lookright.io import write_rows
@@ -582,6 +588,8 @@ def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir)
     predictions = greedy_answers(
         model, processor, adapter, rows, max_new_tokens=cfg.grpo.max_new_tokens, desc="val"
     )
+    options = cfg.grpo.reward_options.saliency_alignment
+    method = options.method if options is not None else "cot_bottleneck"
     scores: list[float] = []
     batch = 16
     for start in range(0, len(rows), batch):
@@ -595,9 +603,9 @@ def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir)
             [decode_png(rows[k]["image_png"]) for k in chunk],
             [rows[k]["question"] for k in chunk],
             [predictions[k] for k in chunk],
-            ["cot_bottleneck"],
+            [method],
             adapter,
-        )["cot_bottleneck"]
+        )[method]
         for k, result in zip(chunk, maps, strict=True):
             if result.has_map:
                 score = alignment_score(result.response_map, rows[k]["boxes"])
@@ -620,6 +628,7 @@ def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir)
         "val_format_rate": float(np.mean([has_think_format(p) for p in predictions])),
         "val_alignment": float(np.mean(scores)) if scores else None,
         "val_alignment_coverage": len(scores) / len(rows),
+        "val_alignment_method": method,
         "n_val": len(rows),
     }
 
