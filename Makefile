@@ -30,7 +30,7 @@ experiment: install
 	$(BIN)/lookright experiment-summary --branches results-experiment --out results-experiment/summary
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=10
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow and not slurm"

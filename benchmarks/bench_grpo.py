@@ -198,7 +198,9 @@ def run(args) -> dict[str, Any]:
     tokenizer = processor.tokenizer
     policy = Policy(None, processor, adapter)
     options = cfg.grpo.reward_options
-    options.saliency_alignment = SaliencyAlignmentOptions(batch_size=completions_per_step)
+    options.saliency_alignment = SaliencyAlignmentOptions(
+        method=args.alignment_method, batch_size=completions_per_step
+    )
     options.region_attention = RegionAttentionOptions(batch_size=completions_per_step)
     switch = Switchable(
         {n: build_reward(n, options, policy) for n in KINDS[1:]},
@@ -265,6 +267,7 @@ def run(args) -> dict[str, Any]:
     result["ratio_to_off"] = {k: statistics.median(by_kind[k]) / off for k in KINDS[1:]}
     result["reward_s_median"] = {k: statistics.median(v) for k, v in reward_time.items() if v}
     result["reward_share_of_off_step"] = {k: v / off for k, v in result["reward_s_median"].items()}
+    result["alignment_method"] = args.alignment_method
     result["target_ratio"] = 1.10
     result["meets_target"] = result["ratio_to_off"]["saliency_alignment"] <= 1.10
     return result
@@ -278,6 +281,12 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1: stable on shared cores)"
+    )
+    parser.add_argument(
+        "--alignment-method",
+        default="cot_bottleneck",
+        help="map of the saliency reward (cot_bottleneck: paper; logit_decomposition_centered: "
+        "the embedded default's)",
     )
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
     args = parser.parse_args(argv)
