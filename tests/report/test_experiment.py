@@ -385,3 +385,11 @@ def test_seeded_branches_pair_every_seed_with_the_shared_sft(tmp_path: Path) -> 
     summary = tables["answers_summary"].to_pylist()
     grpo = next(r for r in summary if r["source"] == "grpo-acc" and r["metric"] == "vqa_accuracy")
     assert grpo["n"] == 3 and grpo["mean"] == pytest.approx(0.6)
+
+
+def test_cli_needs_exactly_one_kind_of_input(tmp_path: Path) -> None:
+    from lookright.cli import main
+
+    assert main(["experiment-summary", "--out", str(tmp_path / "x")]) == 2
+    both = ["--branches", str(tmp_path), "--seed-dir", str(tmp_path)]
+    assert main(["experiment-summary", *both, "--out", str(tmp_path / "x")]) == 2

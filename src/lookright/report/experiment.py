@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lookright.config import ConfigError
 from lookright.io import atomic_write_table
 from lookright.report.collect import read_json, reward_set_of, source_order, strategy_order
 from lookright.report.files import atomic_write_text
@@ -671,7 +672,9 @@ def n_seeds(tables: Mapping[str, pa.Table]) -> int:
 def experiment_main(args: argparse.Namespace) -> int:
     """Entry point of ``lookright experiment-summary`` (no MLflow run)."""
     if bool(args.branches) == bool(args.seed_dirs):
-        raise ValueError("give either --branches DIR or --seed-dir DIR [DIR ...], not both")
+        raise ConfigError(
+            "experiment-summary: give either --branches DIR or --seed-dir DIR [DIR ...], not both"
+        )
     tables = aggregate_branches(args.branches) if args.branches else aggregate(args.seed_dirs)
     tables["effects"] = effects(
         tables,
