@@ -244,6 +244,34 @@ def test_sft_with_missing_base_fails_clearly(pipeline, smoke_config, tmp_path, c
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
+@pytest.mark.slow  # shares the module's prepare-data + pretrain run (~20 s)
+def test_sft_below_min_accuracy_fails_after_writing_its_outputs(pipeline, smoke_config, capsys):
+    """The gate stops the DAG before GRPO trains on a broken checkpoint, and keeps the evidence."""
+    out = pipeline["results"] / "sft" / "gated"
+    args = _sft_args(pipeline, smoke_config, out, pipeline["pretrain"] / "model", min_accuracy=1.0)
+    code = main(args)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_vqa_accuracy"] < 1.0  # a 3-step SFT of a 4-step base
+    assert code == 1
+    message = capsys.readouterr().err
+    assert f"held-out VQA accuracy {metrics['val_vqa_accuracy']:.3f}" in message
+    assert "sft.min_accuracy=1.0" in message
+    predictions = pq.read_table(out / "val_predictions.parquet").to_pylist()
+    assert [r["correct"] for r in predictions] == [
+        exact_match_of(r) for r in predictions
+    ]  # per-row verdicts, not None
+    assert not (out / "run.json").exists()  # snakemake sees a failed job
+    (run,) = tracking.find_runs(
+        pipeline["uri"], stage="sft", filter_tags={"lookright.run_key": f"sft:{out.resolve()}"}
+    )
+    assert run.info.status == "FAILED"
+    assert run.data.metrics["val_vqa_accuracy"] == metrics["val_vqa_accuracy"]
+
+
+def exact_match_of(row: dict) -> bool:
+    return accuracy([row["prediction"]], [row["reference"]]) == 1.0
+
+
 def test_non_finite_loss_stops_training_and_fails_the_run(tmp_path, env):
     uri = tracking.default_tracking_uri(tmp_path)
     checkpoints = tmp_path / "sft" / "checkpoints"

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lookright.config import ConfigError
+from lookright.config import ConfigError, GateError
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -259,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as error:
         print(f"lookright {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except GateError as error:  # outputs are written; the MLflow run is marked FAILED
+        print(f"lookright {args.command}: failed: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     """A stage configuration is invalid; the message names the key and what is valid."""
 
 
+class GateError(RuntimeError):
+    """A stage ran but its result fails a threshold of its config (e.g. ``sft.min_accuracy``)."""
+
+
 @dataclass
 class TrackingConfig:
     uri: str | None = None
@@ -127,7 +131,9 @@ class LoraSection:
 
 @dataclass
 class SftSection:
-    steps: int = 600
+    steps: int = 1200
+    freeze_vision: bool = True
+    min_accuracy: float = 0.0
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False

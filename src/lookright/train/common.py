@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from lookright.config import GateError
 from lookright.models.base import VLMAdapter
 from lookright.train.datasets import decode_png
 
@@ -110,6 +111,19 @@ def resumable_checkpoint(checkpoint_dir: str | Path, cfg: Any) -> str | None:
 def checkpoint_step(checkpoint: str | None) -> int:
     """The global step of a ``checkpoint-N`` folder (0 for None)."""
     return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+
+
+def check_min_accuracy(stage: str, accuracy: float, minimum: float, hint: str) -> None:
+    """Fail the stage (after its outputs and metrics are written) below ``<stage>.min_accuracy``.
+
+    Later stages would otherwise start from a broken checkpoint and report its numbers as
+    the method's effect.
+    """
+    if accuracy < minimum:
+        raise GateError(
+            f"{stage}: held-out VQA accuracy {accuracy:.3f} is below "
+            f"{stage}.min_accuracy={minimum} ({hint})"
+        )
 
 
 def freeze_vision_encoder(model: torch.nn.Module, adapter: VLMAdapter) -> int:

@@ -29,6 +29,7 @@ from lookright.models.tokenizer import train_tokenizer
 from lookright.train.common import (
     PREDICTIONS,
     MlflowStepLogger,
+    check_min_accuracy,
     checkpoint_step,
     freeze_vision_encoder,
     greedy_answers,
@@ -127,11 +128,9 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
     metrics |= {"train_seconds": train_seconds, "resumed_from_step": checkpoint_step(resume)}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
-    if metrics["val_vqa_accuracy"] < section.min_accuracy:
-        raise RuntimeError(
-            f"pretrain: held-out VQA accuracy {metrics['val_vqa_accuracy']:.3f} is below "
-            f"pretrain.min_accuracy={section.min_accuracy} (raise pretrain.steps?)"
-        )
+    check_min_accuracy(
+        "pretrain", metrics["val_vqa_accuracy"], section.min_accuracy, "raise pretrain.steps?"
+    )
     return metrics
 
 

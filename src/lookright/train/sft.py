@@ -19,7 +19,7 @@ from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
 from lookright.config import SftConfig
-from lookright.eval.accuracy import accuracy
+from lookright.eval.accuracy import accuracy, exact_match
 from lookright.io import write_rows
 from lookright.launch import is_main_process
 from lookright.models import load_model
@@ -27,7 +27,9 @@ from lookright.rewards.format import has_think_format
 from lookright.train.common import (
     PREDICTIONS,
     MlflowStepLogger,
+    check_min_accuracy,
     checkpoint_step,
+    freeze_vision_encoder,
     greedy_answers,
     resumable_checkpoint,
 )
@@ -59,6 +61,8 @@ def run_sft(
     out_dir = Path(out_dir)
     loaded = load_model(base, family=cfg.model.family if cfg.model.base != "pretrain" else None)
     model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
+    if section.freeze_vision:
+        freeze_vision_encoder(model, adapter)
     train = load_samples(data_dir, "train", tuple(section.task_mix))
     dataset = conversational_dataset(train, sft_target)
     checkpoints = out_dir / "checkpoints"
@@ -107,6 +111,12 @@ def run_sft(
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    check_min_accuracy(
+        "sft",
+        metrics["val_vqa_accuracy"],
+        section.min_accuracy,
+        "the answer after </think> must match; see val_predictions.parquet",
+    )
     return metrics
 
 
@@ -124,7 +134,7 @@ def evaluate_sft(cfg: SftConfig, model, processor, adapter, data_dir, out_dir) -
             "question": r["question"],
             "reference": r["answer"],
             "prediction": p,
-            "correct": None,
+            "correct": exact_match(p, r["answer"]),
         }
         for r, p in zip(rows, predictions, strict=True)
     ]
