@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTTrainer
 
 from lookright.config import GateError
 from lookright.models.base import VLMAdapter
@@ -111,6 +112,35 @@ def resumable_checkpoint(checkpoint_dir: str | Path, cfg: Any) -> str | None:
 def checkpoint_step(checkpoint: str | None) -> int:
     """The global step of a ``checkpoint-N`` folder (0 for None)."""
     return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+
+
+class ConvertedCheckpointResume:
+    """Trainer mixin: resume full-model checkpoints through ``from_pretrained``'s key mapping.
+
+    ``save_pretrained`` writes a VLM's weights in the original hub layout (Qwen2.5-VL:
+    ``visual.*`` / ``model.layers.*``) while the model's own modules are named
+    ``model.visual.*`` / ``model.language_model.*``. transformers' ``Trainer`` resumes with a
+    plain non-strict ``load_state_dict`` of the checkpoint file, so no key matches and the
+    run silently continues from the freshly initialised weights (transformers issue #43701,
+    open in 5.23). Here the weights are loaded with ``from_pretrained`` (which applies the
+    mapping) and copied in strictly; optimizer, scheduler, RNG and step are restored by the
+    Trainer as usual. PEFT adapter checkpoints keep the Trainer's own path.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        target = self.model if model is None else model
+        folder = Path(resume_from_checkpoint)
+        weights = [folder / "model.safetensors", folder / "model.safetensors.index.json"]
+        if hasattr(target, "peft_config") or not any(w.exists() for w in weights):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        parameter = next(target.parameters())
+        restored = type(target).from_pretrained(folder, dtype=parameter.dtype)
+        target.load_state_dict(restored.state_dict(), strict=True)
+
+
+class ResumableSFTTrainer(ConvertedCheckpointResume, SFTTrainer):
+    """TRL's SFTTrainer that resumes VLM checkpoints with their weights (see the mixin)."""
 
 
 def check_min_accuracy(stage: str, accuracy: float, minimum: float, hint: str) -> None:

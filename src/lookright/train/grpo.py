@@ -66,6 +66,7 @@ from lookright.rewards import (
 from lookright.rewards.saliency import ALIGNMENT_METHODS
 from lookright.train.common import (
     PREDICTIONS,
+    ConvertedCheckpointResume,
     MlflowStepLogger,
     NonFiniteLossError,
     checkpoint_step,
@@ -389,8 +390,9 @@ def grpo_dataset(table: pa.Table) -> Any:
 def _trainer_class():
     from trl import GRPOTrainer
 
-    class LookrightGRPOTrainer(GRPOTrainer):
-        """TRL's GRPOTrainer that stops on a non-finite loss before the optimizer step."""
+    class LookrightGRPOTrainer(ConvertedCheckpointResume, GRPOTrainer):
+        """TRL's GRPOTrainer that stops on a non-finite loss before the optimizer step (and
+        resumes full-model checkpoints with their weights, see the mixin)."""
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)

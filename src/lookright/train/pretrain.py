@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 import torch
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from lookright.config import PretrainConfig
 from lookright.eval.accuracy import accuracy, exact_match
@@ -29,6 +29,7 @@ from lookright.models.tokenizer import train_tokenizer
 from lookright.train.common import (
     PREDICTIONS,
     MlflowStepLogger,
+    ResumableSFTTrainer,
     check_min_accuracy,
     checkpoint_step,
     freeze_vision_encoder,
@@ -110,7 +111,7 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
         dataloader_num_workers=0,
         gradient_checkpointing=False,
     )
-    trainer = SFTTrainer(
+    trainer = ResumableSFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from peft import LoraConfig
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from lookright.config import SftConfig
 from lookright.eval.accuracy import accuracy, exact_match
@@ -27,6 +27,7 @@ from lookright.rewards.format import has_think_format
 from lookright.train.common import (
     PREDICTIONS,
     MlflowStepLogger,
+    ResumableSFTTrainer,
     check_min_accuracy,
     checkpoint_step,
     freeze_vision_encoder,
@@ -83,7 +84,7 @@ def run_sft(
         dataloader_num_workers=0,
         gradient_checkpointing=section.gradient_checkpointing,
     )
-    trainer = SFTTrainer(
+    trainer = ResumableSFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
