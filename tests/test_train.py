@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -232,6 +233,21 @@ def test_sft_resumes_after_interruption(pipeline, smoke_config, tmp_path, monkey
     assert expected.keys() == resumed.keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(resumed[name], tensor, msg=name)
+
+    # a rerun after training finished (snakemake deleted the outputs for a code change)
+    # restores checkpoint-4 and trains no step past it (transformers' Trainer would)
+    for output in ("model", "run.json", "metrics.json"):
+        target = out / output
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    assert main(args) == 0
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == 4
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
+    rerun = load_model(out / "model").model.state_dict()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(rerun[name], tensor, msg=name)
     predictions = pq.read_table(out / "val_predictions.parquet").to_pylist()
     assert len(predictions) == metrics["n_val"] and {r["task"] for r in predictions} == {"vqa"}
     assert metrics["val_vqa_accuracy"] == accuracy(

@@ -109,6 +109,17 @@ def resumable_checkpoint(checkpoint_dir: str | Path, cfg: Any) -> str | None:
     return last_checkpoint(checkpoint_dir)
 
 
+def train_or_restore(trainer: Any, resume: str | None, max_steps: int) -> None:
+    """``trainer.train`` resuming from ``resume``; a checkpoint already at ``max_steps`` (a rule
+    rerun after the training finished, e.g. for a code change) is only loaded: transformers'
+    Trainer would run one optimizer step past ``max_steps`` before it stops.
+    """
+    if resume is not None and checkpoint_step(resume) >= max_steps:
+        trainer._load_from_checkpoint(resume)
+        return
+    trainer.train(resume_from_checkpoint=resume)
+
+
 def checkpoint_step(checkpoint: str | None) -> int:
     """The global step of a ``checkpoint-N`` folder (0 for None)."""
     return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0

@@ -72,6 +72,7 @@ from lookright.train.common import (
     checkpoint_step,
     greedy_answers,
     resumable_checkpoint,
+    train_or_restore,
 )
 from lookright.train.datasets import decode_png, load_samples
 
@@ -534,7 +535,7 @@ def run_grpo(
     )
     resume = resumable_checkpoint(out_dir / "checkpoints", cfg)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
+    train_or_restore(trainer, resume, section.steps)
     train_seconds = time.perf_counter() - started
     if not is_main_process():  # multi-process launch: rank 0 saves, merges, evaluates, logs
         return {}

@@ -35,6 +35,7 @@ from lookright.train.common import (
     freeze_vision_encoder,
     greedy_answers,
     resumable_checkpoint,
+    train_or_restore,
 )
 from lookright.train.datasets import conversational_dataset, load_samples
 
@@ -120,7 +121,7 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
     )
     resume = resumable_checkpoint(checkpoints, cfg)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
+    train_or_restore(trainer, resume, section.steps)
     train_seconds = time.perf_counter() - started
     model_dir = out_dir / "model"
     trainer.model.save_pretrained(model_dir)

@@ -33,6 +33,7 @@ from lookright.train.common import (
     freeze_vision_encoder,
     greedy_answers,
     resumable_checkpoint,
+    train_or_restore,
 )
 from lookright.train.datasets import conversational_dataset, load_samples
 
@@ -94,7 +95,7 @@ def run_sft(
     )
     resume = resumable_checkpoint(checkpoints, cfg)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
+    train_or_restore(trainer, resume, section.steps)
     train_seconds = time.perf_counter() - started
     if not is_main_process():  # multi-process launch: rank 0 saves, evaluates and logs
         return {}
