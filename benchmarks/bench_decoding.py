@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from big_shapes import llava_1_5_7b_config, qwen2_5_vl_3b_config
 from PIL import Image
 
 from lookright.decoding import STRATEGIES, generate
@@ -84,84 +85,6 @@ SMALL = TinySize(
 )
 
 
-def _qwen_3b_config(tokenizer):
-    from transformers import Qwen2_5_VLConfig
-
-    from lookright.models.qwen import _special_ids
-
-    return Qwen2_5_VLConfig(
-        vision_config={
-            "depth": 32,
-            "hidden_size": 1280,
-            "intermediate_size": 3420,
-            "num_heads": 16,
-            "out_hidden_size": 2048,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 112,
-            "fullatt_block_indexes": [7, 15, 23, 31],
-            "hidden_act": "silu",
-        },
-        text_config={
-            "vocab_size": 151936,
-            "hidden_size": 2048,
-            "intermediate_size": 11008,
-            "num_hidden_layers": 36,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 128000,
-            "rms_norm_eps": 1e-6,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1000000.0,
-                "mrope_section": [16, 24, 24],
-            },
-            "tie_word_embeddings": True,
-            "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": None,
-        },
-        tie_word_embeddings=True,
-        **_special_ids(tokenizer),
-    )
-
-
-def _llava_7b_config(tokenizer):
-    from transformers import LlavaConfig
-
-    return LlavaConfig(
-        vision_config={
-            "model_type": "clip_vision_model",
-            "hidden_size": 1024,
-            "intermediate_size": 4096,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "image_size": 336,
-            "patch_size": 14,
-            "projection_dim": 768,
-            "hidden_act": "quick_gelu",
-        },
-        text_config={
-            "model_type": "llama",
-            "vocab_size": 32064,
-            "hidden_size": 4096,
-            "intermediate_size": 11008,
-            "num_hidden_layers": 32,
-            "num_attention_heads": 32,
-            "num_key_value_heads": 32,
-            "max_position_embeddings": 4096,
-            "rms_norm_eps": 1e-5,
-            "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": None,
-        },
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-        tie_word_embeddings=False,
-    )
-
-
 def build(shape: str, device: str, dtype: torch.dtype):
     """(model, processor, adapter) of ``shape``; big shapes are built on ``device`` in bf16."""
     spec = SHAPES[shape]
@@ -180,7 +103,7 @@ def build(shape: str, device: str, dtype: torch.dtype):
                 LlavaImageProcessorPil,
             )
 
-            config, cls = _llava_7b_config(tokenizer), LlavaForConditionalGeneration
+            config, cls = llava_1_5_7b_config(tokenizer), LlavaForConditionalGeneration
             size = spec["image_size"]
             processor = LlavaProcessor(
                 image_processor=LlavaImageProcessorPil(
@@ -195,7 +118,7 @@ def build(shape: str, device: str, dtype: torch.dtype):
         else:
             from transformers import Qwen2_5_VLForConditionalGeneration
 
-            config, cls = _qwen_3b_config(tokenizer), Qwen2_5_VLForConditionalGeneration
+            config, cls = qwen2_5_vl_3b_config(tokenizer), Qwen2_5_VLForConditionalGeneration
         config._attn_implementation = "sdpa"
         default = torch.get_default_dtype()
         torch.set_default_dtype(dtype)

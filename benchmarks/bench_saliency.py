@@ -46,11 +46,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from big_shapes import qwen2_5_vl_3b_config
 from PIL import Image
 
 from lookright.models import get_adapter
 from lookright.models.base import TinySize
-from lookright.models.qwen import Qwen25VLAdapter, _special_ids, _tiny_image_processor
+from lookright.models.qwen import Qwen25VLAdapter, _tiny_image_processor
 from lookright.models.tokenizer import QWEN_FORMAT, train_tokenizer
 from lookright.saliency import available_methods, get_method, run_methods
 from lookright.saliency.base import METHODS, GradientMethod
@@ -85,48 +86,6 @@ def build_tiny(family: str, image_size: int, device: str):
     torch.manual_seed(0)
     model, processor = adapter.build_tiny(tokenizer, TinySize(), image_size)
     return model.to(device).eval(), processor, adapter
-
-
-def qwen2_5_vl_3b_config(tokenizer) -> Any:
-    """Qwen2.5-VL-3B-Instruct's architecture with the benchmark tokenizer's special ids."""
-    from transformers import Qwen2_5_VLConfig
-
-    return Qwen2_5_VLConfig(
-        vision_config={
-            "depth": 32,
-            "hidden_size": 1280,
-            "intermediate_size": 3420,
-            "num_heads": 16,
-            "out_hidden_size": 2048,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 112,
-            "fullatt_block_indexes": [7, 15, 23, 31],
-            "hidden_act": "silu",
-        },
-        text_config={
-            "vocab_size": 151936,
-            "hidden_size": 2048,
-            "intermediate_size": 11008,
-            "num_hidden_layers": 36,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 128000,
-            "rms_norm_eps": 1e-6,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1000000.0,
-                "mrope_section": [16, 24, 24],
-            },
-            "tie_word_embeddings": True,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": None,
-        },
-        tie_word_embeddings=True,
-        **_special_ids(tokenizer),
-    )
 
 
 def build_qwen2_5_vl_3b(image_size: int, device: str):

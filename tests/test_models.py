@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -90,6 +92,21 @@ def test_registry_and_errors_list_valid_choices(tmp_path):
 
 
 # --------------------------------------------------------------------------- tokenizer
+
+
+def test_every_family_is_found_whichever_module_was_imported_first():
+    """A fresh interpreter that imported only the Qwen module still finds LLaVA (and back)."""
+    for first, other in (("qwen", "llava"), ("llava", "qwen2_5_vl")):
+        code = (
+            f"import lookright.models.{first}\n"
+            "from lookright.models import get_adapter\n"
+            f"print(get_adapter({other!r}).family)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == other
 
 
 @pytest.mark.parametrize("family", FAMILIES)

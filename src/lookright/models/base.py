@@ -259,6 +259,7 @@ def load_model(path_or_id: str | Path, *, family: str | None = None, **kwargs: A
 
 
 def _ensure_registered() -> None:
-    if not ADAPTERS:
-        import lookright.models.llava  # noqa: F401
-        import lookright.models.qwen  # noqa: F401
+    # every family module, always: importing one (e.g. lookright.models.qwen) must not
+    # hide the others from get_adapter
+    import lookright.models.llava  # noqa: F401
+    import lookright.models.qwen  # noqa: F401

@@ -109,6 +109,29 @@ def resumable_checkpoint(checkpoint_dir: str | Path, cfg: Any) -> str | None:
     return last_checkpoint(checkpoint_dir)
 
 
+def run_arguments(
+    output_dir: Path, *, seed: int, steps: int, save_steps: int, logging_steps: int
+) -> dict[str, Any]:
+    """Arguments every training stage gives its TRL config (SFTConfig / GRPOConfig).
+
+    The step budget, checkpoints every ``save_steps`` (the last two kept: enough to resume),
+    no third-party reporting (:class:`MlflowStepLogger` logs to the stage's MLflow run), and
+    the device: bf16 on CUDA, the CPU otherwise.
+    """
+    cuda = torch.cuda.is_available()
+    return {
+        "output_dir": str(output_dir),
+        "max_steps": steps,
+        "save_steps": save_steps,
+        "save_total_limit": 2,
+        "logging_steps": logging_steps,
+        "seed": seed,
+        "report_to": [],
+        "use_cpu": not cuda,
+        "bf16": cuda,
+    }
+
+
 def train_or_restore(trainer: Any, resume: str | None, max_steps: int) -> None:
     """``trainer.train`` resuming from ``resume``; a checkpoint already at ``max_steps`` (a rule
     rerun after the training finished, e.g. for a code change) is only loaded: transformers'

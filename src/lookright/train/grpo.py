@@ -72,6 +72,7 @@ from lookright.train.common import (
     checkpoint_step,
     greedy_answers,
     resumable_checkpoint,
+    run_arguments,
     train_or_restore,
 )
 from lookright.train.datasets import decode_png, load_samples
@@ -412,9 +413,14 @@ def grpo_args(cfg: GrpoConfig, output_dir: Path, weights: list[float]):
     from trl import GRPOConfig
 
     section = cfg.grpo
-    cuda = torch.cuda.is_available()
     return GRPOConfig(
-        output_dir=str(output_dir),
+        **run_arguments(
+            output_dir,
+            seed=cfg.seed,
+            steps=section.steps,
+            save_steps=section.save_steps,
+            logging_steps=section.logging_steps,
+        ),
         per_device_train_batch_size=section.batch_size,
         gradient_accumulation_steps=section.gradient_accumulation_steps,
         num_generations=section.num_generations,
@@ -430,14 +436,6 @@ def grpo_args(cfg: GrpoConfig, output_dir: Path, weights: list[float]):
         reward_weights=weights,
         use_vllm=section.use_vllm,
         vllm_mode=section.vllm_mode,
-        max_steps=section.steps,
-        logging_steps=section.logging_steps,
-        save_steps=section.save_steps,
-        save_total_limit=2,
-        seed=cfg.seed,
-        report_to=[],
-        use_cpu=not cuda,
-        bf16=cuda,
         dataloader_num_workers=0,
         remove_unused_columns=False,
         log_completions=False,

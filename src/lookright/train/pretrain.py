@@ -35,6 +35,7 @@ from lookright.train.common import (
     freeze_vision_encoder,
     greedy_answers,
     resumable_checkpoint,
+    run_arguments,
     train_or_restore,
 )
 from lookright.train.datasets import conversational_dataset, load_samples
@@ -95,20 +96,19 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
     dataset = conversational_dataset(train, lambda r: pretrain_target(r, section.answer_template))
     checkpoints = out_dir / "checkpoints"
     args = SFTConfig(
-        output_dir=str(checkpoints),
+        **run_arguments(
+            checkpoints,
+            seed=cfg.seed,
+            steps=section.steps,
+            save_steps=section.save_steps,
+            logging_steps=max(1, min(20, section.steps // 10)),
+        ),
         per_device_train_batch_size=section.batch_size,
         learning_rate=section.learning_rate,
         lr_scheduler_type=section.lr_scheduler,
         warmup_steps=section.warmup_steps,
         weight_decay=0.0,
-        max_steps=section.steps,
-        logging_steps=max(1, min(20, section.steps // 10)),
-        save_steps=section.save_steps,
-        save_total_limit=2,
-        seed=cfg.seed,
-        report_to=[],
         max_length=None,
-        use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         gradient_checkpointing=False,
     )

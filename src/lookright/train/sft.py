@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from peft import LoraConfig
 from trl import SFTConfig
 
@@ -33,6 +32,7 @@ from lookright.train.common import (
     freeze_vision_encoder,
     greedy_answers,
     resumable_checkpoint,
+    run_arguments,
     train_or_restore,
 )
 from lookright.train.datasets import conversational_dataset, load_samples
@@ -69,19 +69,17 @@ def run_sft(
     dataset = conversational_dataset(train, sft_target)
     checkpoints = out_dir / "checkpoints"
     args = SFTConfig(
-        output_dir=str(checkpoints),
+        **run_arguments(
+            checkpoints,
+            seed=cfg.seed,
+            steps=section.steps,
+            save_steps=section.save_steps,
+            logging_steps=section.logging_steps,
+        ),
         per_device_train_batch_size=section.batch_size,
         gradient_accumulation_steps=section.gradient_accumulation_steps,
         learning_rate=section.learning_rate,
-        max_steps=section.steps,
-        logging_steps=section.logging_steps,
-        save_steps=section.save_steps,
-        save_total_limit=2,
-        seed=cfg.seed,
-        report_to=[],
         max_length=None,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(),
         dataloader_num_workers=0,
         gradient_checkpointing=section.gradient_checkpointing,
     )
