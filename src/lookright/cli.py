@@ -75,15 +75,6 @@ def _stage_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     return parser
 
 
-class InjectedFailure(RuntimeError):
-    """Raised by ``--fail-for-test`` (config ``debug.fail_rules``) inside a stage's run."""
-
-
-def _maybe_fail(args, stage: str) -> None:
-    if getattr(args, "fail_for_test", False):
-        raise InjectedFailure(f"{stage}: failing on purpose (config debug.fail_rules)")
-
-
 def _load(schema, args):
     from lookright.config import load_stage_config
 
@@ -93,13 +84,13 @@ def _load(schema, args):
 def cmd_prepare_data(args) -> int:
     from lookright.config import PrepareDataConfig
     from lookright.data.prepare import prepare
-    from lookright.stage import stage_execution
+    from lookright.stage import fail_if_asked, stage_execution
 
     cfg = _load(PrepareDataConfig, args)
     with stage_execution(
         "prepare_data", cfg, out_dir=args.out, results_dir=args.results_dir, tags=dict(args.tag)
     ) as run:
-        _maybe_fail(args, "prepare_data")
+        fail_if_asked(args, "prepare_data")
         summary = prepare(cfg.data, args.out)
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
         for name in ("summary.json", "rejected.parquet"):
@@ -113,7 +104,7 @@ def cmd_prepare_data(args) -> int:
 
 def _run_training_stage(stage: str, args, schema, train) -> dict:
     """Shared body of ``pretrain`` and ``sft``: config, resumable MLflow run, artifacts."""
-    from lookright.stage import stage_execution
+    from lookright.stage import fail_if_asked, stage_execution
 
     cfg = _load(schema, args)
     out = Path(args.out)
@@ -126,7 +117,7 @@ def _run_training_stage(stage: str, args, schema, train) -> dict:
         upstream=dict(args.upstream),
         resume=True,
     ) as run:
-        _maybe_fail(args, stage)
+        fail_if_asked(args, stage)
         metrics = train(cfg, run)
         run.log_artifact(out / "metrics.json")
         run.log_artifact(out / "val_predictions.parquet")

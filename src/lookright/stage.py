@@ -19,6 +19,20 @@ from lookright.config import config_hash, to_dict
 from lookright.launch import NullStageRun, is_main_process
 
 
+class InjectedFailure(RuntimeError):
+    """Raised inside a stage's run when its rule is in config ``debug.fail_rules``.
+
+    The workflow tests use it to prove a failed job leaves a FAILED MLflow run, its log, and
+    a rerun that resumes.
+    """
+
+
+def fail_if_asked(args: Any, stage: str) -> None:
+    """Raise :class:`InjectedFailure` when the CLI got ``--fail-for-test``."""
+    if getattr(args, "fail_for_test", False):
+        raise InjectedFailure(f"{stage}: failing on purpose (config debug.fail_rules)")
+
+
 def upstream_run_ids(run_files: Mapping[str, str | Path]) -> dict[str, str]:
     """``{stage: run_id}`` from the upstream stages' ``run.json`` files (missing ones skipped)."""
     ids = {}

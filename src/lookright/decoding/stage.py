@@ -282,7 +282,7 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 def decode_main(args: argparse.Namespace) -> int:
     """Entry point of ``lookright decode`` (arguments from :func:`add_decode_arguments`)."""
     from lookright.config import load_stage_config
-    from lookright.stage import stage_execution
+    from lookright.stage import fail_if_asked, stage_execution
 
     if args.strategy not in STRATEGIES:
         raise ConfigError(f"--strategy must be one of {list(STRATEGIES)}, got {args.strategy!r}")
@@ -299,8 +299,7 @@ def decode_main(args: argparse.Namespace) -> int:
         tags=tags,
         upstream=dict(args.upstream),
     ) as run:
-        if getattr(args, "fail_for_test", False):  # config debug.fail_rules (workflow tests)
-            raise RuntimeError("decode: failing on purpose (config debug.fail_rules)")
+        fail_if_asked(args, "decode")
         metrics = run_decode(cfg, args.model_dir, args.data, args.strategy, args.out, run)
         run.log_artifact(Path(args.out) / "answers.parquet")
         run.log_artifact(Path(args.out) / "metrics.json")

@@ -477,7 +477,7 @@ def _summary(metrics: Mapping[str, float], out: Path) -> str:
 def evaluate_answers_main(args: argparse.Namespace) -> int:
     """Entry point of ``lookright evaluate-answers``: one MLflow run, outputs in ``--out``."""
     from lookright.config import load_stage_config
-    from lookright.stage import stage_execution
+    from lookright.stage import fail_if_asked, stage_execution
 
     cfg = validate(load_stage_config(EvaluateConfig, *args.config, *args.config_json))
     with stage_execution(
@@ -489,8 +489,7 @@ def evaluate_answers_main(args: argparse.Namespace) -> int:
         upstream=dict(args.upstream),
         params=dict(getattr(args, "param", [])),
     ) as run:
-        if getattr(args, "fail_for_test", False):  # config debug.fail_rules (workflow tests)
-            raise RuntimeError(f"{STAGE}: failing on purpose (config debug.fail_rules)")
+        fail_if_asked(args, STAGE)
         metrics = run_evaluate_answers(cfg, args.answers, args.data, args.out, run)
         for name in OUTPUTS:
             run.log_artifact(Path(args.out) / name)

@@ -706,7 +706,7 @@ def add_evaluate_saliency_arguments(parser: argparse.ArgumentParser) -> argparse
 def evaluate_saliency_main(args: argparse.Namespace) -> int:
     """Entry point of ``lookright evaluate-saliency``."""
     from lookright.config import load_stage_config
-    from lookright.stage import stage_execution
+    from lookright.stage import fail_if_asked, stage_execution
 
     cfg = validate(load_stage_config(EvaluateConfig, *args.config, *args.config_json))
     if not (Path(args.model_dir) / "config.json").is_file():  # before the MLflow run opens
@@ -721,8 +721,7 @@ def evaluate_saliency_main(args: argparse.Namespace) -> int:
         upstream=dict(args.upstream),
         params=dict(getattr(args, "param", [])),
     ) as run:
-        if getattr(args, "fail_for_test", False):  # config debug.fail_rules (workflow tests)
-            raise RuntimeError("evaluate_saliency: failing on purpose (config debug.fail_rules)")
+        fail_if_asked(args, "evaluate_saliency")
         metrics = run_evaluate_saliency(cfg, args.model_dir, args.data, args.out, run)
         for name in OUTPUTS:
             run.log_artifact(Path(args.out) / name)

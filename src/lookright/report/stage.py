@@ -170,8 +170,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def report_main(args: argparse.Namespace) -> int:
     """Entry point of ``lookright report`` (arguments from :func:`add_report_arguments`)."""
-    from lookright.cli import InjectedFailure
-    from lookright.stage import stage_execution
+    from lookright.stage import fail_if_asked, stage_execution
 
     cfg = load_report_config(*args.config, *args.config_json)
     discover(args.eval_dir)  # fail before opening a run when there is nothing to report
@@ -184,8 +183,7 @@ def report_main(args: argparse.Namespace) -> int:
         upstream=dict(args.upstream),
         params=dict(args.param),
     ) as run:
-        if getattr(args, "fail_for_test", False):
-            raise InjectedFailure("report: failing on purpose (config debug.fail_rules)")
+        fail_if_asked(args, "report")
         summary = run_report(cfg, args.eval_dir, args.grpo_dir, args.data, args.out, run)
     missing = ", ".join(summary["not_available"]) or "none"
     print(

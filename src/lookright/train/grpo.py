@@ -646,7 +646,7 @@ def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def grpo_main(args: argparse.Namespace) -> int:
-    from lookright.stage import stage_execution
+    from lookright.stage import fail_if_asked, stage_execution
 
     cfg = load_stage_config(GrpoConfig, *args.config, *args.config_json)
     check_grpo_config(cfg)  # config errors before the MLflow run opens
@@ -660,10 +660,7 @@ def grpo_main(args: argparse.Namespace) -> int:
             upstream=dict(args.upstream),
             resume=True,
         ) as run:
-            if getattr(args, "fail_for_test", False):  # config debug.fail_rules (workflow tests)
-                from lookright.cli import _maybe_fail
-
-                _maybe_fail(args, "grpo")
+            fail_if_asked(args, "grpo")
             metrics = run_grpo(cfg, args.base, args.data, args.out, run)
             for name in ("metrics.json", "samples.parquet", "val_predictions.parquet"):
                 if (Path(args.out) / name).exists():
