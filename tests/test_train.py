@@ -343,3 +343,38 @@ def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
     (checkpoints / CONFIG_MARKER).unlink()  # checkpoints without a record: not trusted
     with pytest.warns(UserWarning, match="unrecorded"):
         assert resumable_checkpoint(checkpoints, changed) is None
+
+
+def test_checkpoints_of_another_base_model_are_not_resumed(tmp_path):
+    """A GRPO/SFT rerun on a retrained base must not resume adapters trained on the old one."""
+    from lookright.config import SftConfig, load_stage_config
+    from lookright.train.common import resumable_checkpoint
+
+    cfg = load_stage_config(SftConfig, {"sft": {"steps": 10}})
+    base, data = tmp_path / "sft" / "model", tmp_path / "data" / "samples.parquet"
+    base.mkdir(parents=True)
+    data.parent.mkdir()
+    (base / "config.json").write_text("{}")
+    (base / "model.safetensors").write_bytes(b"old weights")
+    data.write_bytes(b"rows")
+    checkpoints = tmp_path / "grpo" / "checkpoints"
+    assert resumable_checkpoint(checkpoints, cfg, [base, data]) is None
+    (checkpoints / "checkpoint-100").mkdir()
+    assert resumable_checkpoint(checkpoints, cfg, [base, data]).endswith("checkpoint-100")
+
+    (base / "model.safetensors").write_bytes(b"new weights, retrained")  # the upstream reran
+    with pytest.warns(UserWarning, match="another config or base model"):
+        assert resumable_checkpoint(checkpoints, cfg, [base, data]) is None
+    assert not (checkpoints / "checkpoint-100").exists()
+
+    (checkpoints / "checkpoint-50").mkdir()
+    assert resumable_checkpoint(checkpoints, cfg, [base, data]).endswith("checkpoint-50")
+    data.write_bytes(b"rows, prepared again")  # new data: start over too
+    with pytest.warns(UserWarning, match="another config or base model"):
+        assert resumable_checkpoint(checkpoints, cfg, [base, data]) is None
+
+    (checkpoints / "checkpoint-10").mkdir()  # a hub id counts by its name
+    with pytest.warns(UserWarning, match="another config or base model"):
+        assert resumable_checkpoint(checkpoints, cfg, ["org/model-a"]) is None
+    (checkpoints / "checkpoint-20").mkdir()
+    assert resumable_checkpoint(checkpoints, cfg, ["org/model-a"]).endswith("checkpoint-20")

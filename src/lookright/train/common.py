@@ -78,27 +78,56 @@ def last_checkpoint(checkpoint_dir: str | Path) -> str | None:
 CONFIG_MARKER = "lookright-config-hash.txt"
 
 
-def resumable_checkpoint(checkpoint_dir: str | Path, cfg: Any) -> str | None:
-    """The newest checkpoint to resume from, only if it was written under the same config.
+def input_fingerprint(inputs: Sequence[str | Path]) -> list[str]:
+    """What a training run starts FROM, cheaply: for a local file its size and modification
+    time; for a folder (a checkpoint) those of its weight, adapter and config files; anything
+    else (a hub id) as given. A retrained base or re-prepared data changes it."""
+    prints = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(
+                f
+                for pattern in ("*.safetensors", "*.safetensors.index.json", "*.bin", "config.json")
+                for f in path.glob(pattern)
+            )
+        elif path.is_file():
+            files = [path]
+        else:
+            prints.append(str(item))
+            continue
+        stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        prints.append(f"{path.resolve()}:{stats}")
+    return prints
 
-    The folder records the stage config's hash (:func:`lookright.config.config_hash`, without
-    ``tracking``) in
-    ``lookright-config-hash.txt``. Checkpoints left by a run with another config (the rule
-    reran because a parameter changed) or without a record are deleted, with a warning, so
-    the new run starts from scratch instead of resuming someone else's weights.
+
+def resumable_checkpoint(
+    checkpoint_dir: str | Path, cfg: Any, inputs: Sequence[str | Path] = ()
+) -> str | None:
+    """The newest checkpoint to resume from, only if it was written by the same run.
+
+    "The same run": the same stage config (:func:`lookright.config.config_hash`, without
+    ``tracking``) AND the same inputs (:func:`input_fingerprint` of the base checkpoint and
+    the data). Their hash is recorded in ``lookright-config-hash.txt``. Checkpoints left by a
+    run with another config or another base (the rule reran because a parameter or an
+    upstream model changed), or without a record, are deleted with a warning, so the new run
+    starts from scratch instead of resuming weights trained for something else (a GRPO
+    LoRA adapter of the previous SFT model applied to the new one).
     """
     from lookright.config import config_hash, to_dict
     from lookright.launch import is_main_process
 
     checkpoint_dir = Path(checkpoint_dir)
     marker = checkpoint_dir / CONFIG_MARKER
-    current = config_hash({k: v for k, v in to_dict(cfg).items() if k != "tracking"})
+    identity = {k: v for k, v in to_dict(cfg).items() if k != "tracking"}
+    current = config_hash({**identity, "_inputs": input_fingerprint(inputs)})
     stale = sorted(checkpoint_dir.glob("checkpoint-*")) if checkpoint_dir.is_dir() else []
     recorded = marker.read_text().strip() if marker.is_file() else None
     if stale and recorded != current and is_main_process():
         warnings.warn(
             f"{checkpoint_dir}: deleting {len(stale)} checkpoint(s) written under another "
-            f"config (hash {recorded or 'unrecorded'}, now {current}); training starts over",
+            f"config or base model (hash {recorded or 'unrecorded'}, now {current}); "
+            "training starts over",
             stacklevel=2,
         )
         for folder in stale:

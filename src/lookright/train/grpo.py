@@ -531,7 +531,9 @@ def run_grpo(
             "n_trainable": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         }
     )
-    resume = resumable_checkpoint(out_dir / "checkpoints", cfg)
+    resume = resumable_checkpoint(
+        out_dir / "checkpoints", cfg, [base, Path(data_dir) / "samples.parquet"]
+    )
     started = time.perf_counter()
     train_or_restore(trainer, resume, section.steps)
     train_seconds = time.perf_counter() - started

@@ -119,7 +119,7 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
         processing_class=processor,
         callbacks=[MlflowStepLogger(run)],
     )
-    resume = resumable_checkpoint(checkpoints, cfg)
+    resume = resumable_checkpoint(checkpoints, cfg, [Path(data_dir) / "samples.parquet"])
     started = time.perf_counter()
     train_or_restore(trainer, resume, section.steps)
     train_seconds = time.perf_counter() - started

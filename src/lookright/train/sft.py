@@ -91,7 +91,7 @@ def run_sft(
         peft_config=lora_config(cfg),
         callbacks=[MlflowStepLogger(run)],
     )
-    resume = resumable_checkpoint(checkpoints, cfg)
+    resume = resumable_checkpoint(checkpoints, cfg, [base, Path(data_dir) / "samples.parquet"])
     started = time.perf_counter()
     train_or_restore(trainer, resume, section.steps)
     train_seconds = time.perf_counter() - started
