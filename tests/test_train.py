@@ -18,7 +18,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from lookright import tracking
 from lookright.cli import main
-from lookright.eval.accuracy import accuracy
+from lookright.eval.accuracy import accuracy, exact_match
 from lookright.models import get_adapter, load_model
 from lookright.train import sft as sft_module
 from lookright.train.common import PREDICTIONS, MlflowStepLogger, NonFiniteLossError
@@ -287,7 +287,7 @@ def test_sft_below_min_accuracy_fails_after_writing_its_outputs(pipeline, smoke_
     assert "sft.min_accuracy=1.0" in message
     predictions = pq.read_table(out / "val_predictions.parquet").to_pylist()
     assert [r["correct"] for r in predictions] == [
-        exact_match_of(r) for r in predictions
+        exact_match(r["prediction"], r["reference"]) for r in predictions
     ]  # per-row verdicts, not None
     assert not (out / "run.json").exists()  # snakemake sees a failed job
     (run,) = tracking.find_runs(
@@ -295,10 +295,6 @@ def test_sft_below_min_accuracy_fails_after_writing_its_outputs(pipeline, smoke_
     )
     assert run.info.status == "FAILED"
     assert run.data.metrics["val_vqa_accuracy"] == metrics["val_vqa_accuracy"]
-
-
-def exact_match_of(row: dict) -> bool:
-    return accuracy([row["prediction"]], [row["reference"]]) == 1.0
 
 
 def test_non_finite_loss_stops_training_and_fails_the_run(tmp_path, env):

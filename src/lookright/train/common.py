@@ -96,7 +96,7 @@ def input_fingerprint(inputs: Sequence[str | Path]) -> list[str]:
         else:
             prints.append(str(item))
             continue
-        stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        stats = [(f.name, (st := f.stat()).st_size, st.st_mtime_ns) for f in files]
         prints.append(f"{path.resolve()}:{stats}")
     return prints
 
@@ -187,7 +187,8 @@ class ConvertedCheckpointResume:
     run silently continues from the freshly initialised weights (transformers issue #43701,
     open in 5.23). Here the weights are loaded with ``from_pretrained`` (which applies the
     mapping) and copied in strictly; optimizer, scheduler, RNG and step are restored by the
-    Trainer as usual. PEFT adapter checkpoints keep the Trainer's own path.
+    Trainer as usual. PEFT adapter checkpoints keep the Trainer's own path. Cost: a second
+    copy of the model in CPU memory while resuming (full fine-tuning only).
     """
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
