@@ -1,23 +1,40 @@
 # lookright: `make run` (whole pipeline, embedded default) and `make test` (the test suite).
-# Both create .venv on first use: torch==2.13.0 (CPU wheel) FIRST, then the package; installing
-# trl/peft before torch would pull a multi-GB CUDA build.
+# Both create .venv on first use, from the committed lock: torch==2.13.0 (CPU wheel) FIRST,
+# then every other dependency at the exact version CI tested (envs/lookright.lock.txt, with
+# hashes), then lookright itself. Installing trl/peft before torch would pull a CUDA build.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := envs/lookright.lock.txt
+TORCH := torch==2.13.0
+# Where pip/uv find the CPU torch wheel the lock is resolved against (override per machine).
+TORCH_WHEELS ?= /opt/wheels
+LATEST := .venv-latest
 export PATH := $(abspath $(BIN)):$(PATH)
 CORES ?= 2
 
-.PHONY: install run smoke experiment test test-fast lint format clean
+.PHONY: install run smoke experiment test test-fast test-latest lock lint format readme-tables clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -m lookright.versions check
 	touch $(STAMP)
+
+# Update the lock on purpose: the newest releases pyproject.toml's ranges allow (raise a
+# range's upper bound there to take a newer release), then regenerate envs/lookright.yaml.
+# Afterwards: `make test` (and `make run`), then commit pyproject.toml, the lock and the yaml.
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --extra test --upgrade --generate-hashes \
+	  --no-emit-package torch --override envs/torch-cpu.txt --find-links $(TORCH_WHEELS) \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet -o $(LOCK)
+	$(BIN)/python -m lookright.versions conda-env $(LOCK) > envs/lookright.yaml
+	rm -f $(STAMP)
 
 run: install
 	$(BIN)/snakemake --cores $(CORES)
@@ -34,6 +51,18 @@ test: lint
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow and not slurm"
+
+# Drift caught early: the newest releases within the major versions the lock tested (not
+# the lock), in a separate venv; prints what it tested, then runs the whole suite.
+test-latest: install
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install --quiet $(TORCH)
+	$(BIN)/python -m lookright.versions latest-overrides > $(LATEST)/overrides.txt
+	$(BIN)/uv pip install --quiet --python $(LATEST)/bin/python --override $(LATEST)/overrides.txt \
+	  --find-links $(TORCH_WHEELS) -e '.[test]'
+	$(LATEST)/bin/python -m lookright.versions report
+	PATH=$(abspath $(LATEST))/bin:$$PATH $(LATEST)/bin/pytest -q --durations=10
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks experiments

@@ -3,19 +3,22 @@
 Public API: :func:`generate` (all strategies on a left-padded batch), the parameter classes
 :class:`SgrsParams` / :class:`LocoreParams`, and the building blocks for use with a plain
 ``model.generate``: :func:`attention_session` (LocoRE; the attention function SGRS needs),
-:class:`StepScorer` (per-step candidate saliency) and :class:`SaliencyGuidedSampler` (the
-SGRS LogitsProcessor). See METHODS.md sections 5-7.
+:class:`StepScorer` (per-step candidate saliency), :func:`prefill_all_but_last` (so every
+scored row is a one-row step) and :class:`SaliencyGuidedSampler` (the SGRS LogitsProcessor).
+Definitions: docs/methods.md (LVLMs-Saliency, arXiv 2601.20279).
 
 The building blocks with a plain ``model.generate`` (what :func:`generate` does)::
 
     params = SgrsParams(alpha=0.6)
     keys = question_key_mask(processor, inputs, questions, model.config.image_token_id)
+    config = generation_config(model, 64, do_sample=False)
     with attention_session(model, adapter, locore=LocoreParams(beta=0.15)) as session:
         layers = layer_indices(params.layers, session.n_layers)
         with StepScorer(model, adapter, session, layers) as scorer:
             sgrs = SaliencyGuidedSampler(scorer, params, keys)
-            out = model.generate(**inputs, do_sample=False, logits_processor=[sgrs],
-                                 max_new_tokens=64)
+            rest, cache = prefill_all_but_last(model, inputs, config, session)
+            out = model.generate(**rest, **cache, generation_config=config,
+                                 logits_processor=[sgrs])
     # sgrs.state.records: per step candidates, their saliency, tau, draws, fallbacks
 
 ``attention_session`` alone is LocoRE for any transformers decoding (greedy, sampling, beam
@@ -33,7 +36,7 @@ from lookright.decoding.params import (
     SgrsParams,
     layer_indices,
 )
-from lookright.decoding.saliency import StepScorer
+from lookright.decoding.saliency import StepScorer, prefill_all_but_last
 from lookright.decoding.sgrs import SaliencyGuidedSampler, StepRecord
 
 __all__ = [
@@ -49,5 +52,6 @@ __all__ = [
     "attention_session",
     "generate",
     "layer_indices",
+    "prefill_all_but_last",
     "question_key_mask",
 ]

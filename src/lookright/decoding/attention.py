@@ -13,12 +13,14 @@ mask the model built with its own implementation's mask function:
   the last ``w_s`` generated tokens is added to the mask and the model's implementation runs
   (``renormalise=True``, exactly multiply-then-renormalise); or the row is computed explicitly
   and its weights on those keys multiplied by ``1 + beta`` (``renormalise=False``).
-* SGRS (:mod:`lookright.decoding.saliency`), from the lowest target layer up: on a decoding
-  step that runs with gradients (``graph_step``) the output VALUES still come from the
-  model's implementation (so tokens are bit-for-bit those of the plain model) while the
-  gradient flows through an explicit computation of the row, whose post-softmax
-  probabilities in the target layers are kept as graph nodes for ``dL/dA``; when the prompt's
-  last row is recomputed after the prefill (``recompute``), the row is computed explicitly.
+* SGRS (:mod:`lookright.decoding.saliency`), on a one-row decoding step that runs with
+  gradients (``graph_step``), from the lowest target layer up: the output VALUES still come
+  from the model's implementation (so tokens are bit-for-bit those of the plain model) while
+  the gradient flows through an explicit computation of the row; the lowest target layer's
+  probabilities are the graph's leaf (the parameters do not require grad during scoring) and
+  every target layer's probabilities are kept as graph nodes for ``dL/dA``. The key/value
+  tensors such a step wrote to the cache are detached after scoring
+  (:meth:`AttentionSession.release_graph`).
 
 Everything else is the model's implementation with the model's mask, so beta = 0 or a layer
 outside the LocoRE layers is bit-for-bit the plain model.
@@ -33,7 +35,6 @@ reuses the engine's ``grouped_matmul``/``work_dtype`` (:mod:`lookright.saliency.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +47,11 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterf
 
 from lookright.decoding.params import LocoreParams, layer_indices
 from lookright.models.base import VLMAdapter
+from lookright.models.transformers_internals import (
+    attention_implementation,
+    modeling_function,
+    release_cache_graph,
+)
 from lookright.saliency.attention_math import grouped_matmul, work_dtype
 
 ATTENTION_NAME = "lookright"
@@ -66,14 +72,14 @@ class AttentionSession:
     locore_window: int = 1
     locore_renormalise: bool = True
     prompt_width: int | None = None
-    # SGRS: ``recompute`` (a row recomputed after the step: explicit attention everywhere) or
-    # ``graph_step`` (the step itself runs with gradients from layer ``graph_from`` up);
-    # either way the probabilities of ``target_layers`` are kept in ``probs`` as graph nodes
-    recompute: bool = False
+    # SGRS: a ``graph_step`` runs with gradients from layer ``graph_from`` up; the
+    # probabilities of ``target_layers`` are kept in ``probs`` as graph nodes, the key/value
+    # tensors the step wrote to the cache in ``graph_cache`` (detached by ``release_graph``)
     graph_step: bool = False
     graph_from: int = 0
     target_layers: frozenset[int] = frozenset()
     probs: dict[int, torch.Tensor] = field(default_factory=dict)
+    graph_cache: list[torch.Tensor] = field(default_factory=list)
     _bias_key: tuple | None = None
     _bias_value: Any = None
 
@@ -83,7 +89,7 @@ class AttentionSession:
         """The model's own attention function for ``module`` (eager: its modeling file's)."""
         function = self._functions.get(type(module))
         if function is None:
-            eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+            eager = modeling_function(module, "eager_attention_forward")
             if eager is None:
                 from transformers.models.llama.modeling_llama import eager_attention_forward
 
@@ -91,6 +97,12 @@ class AttentionSession:
             function = ALL_ATTENTION_FUNCTIONS.get_interface(self.base, eager)
             self._functions[type(module)] = function
         return function
+
+    def release_graph(self) -> None:
+        """Forget the last graph step: its probabilities, and the graph its cache entries hold."""
+        self.probs = {}
+        release_cache_graph(*self.graph_cache)
+        self.graph_cache = []
 
     @property
     def locore_active(self) -> bool:
@@ -161,13 +173,16 @@ def explicit_attention(
     span: tuple[int, int] | None = None,
     beta: float = 0.0,
     renormalise: bool = True,
+    *,
+    leaf: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``softmax(q k^T * scaling + mask)`` with optional LocoRE on ``span``, and its output.
 
     ``query (B, H, R, d)``, ``key/value (B, KV, S, d)`` (GQA: kv head j serves query heads
     ``j * H/KV ..``, as transformers' ``repeat_kv``, without repeating). Returns
     ``(output (B, R, H, d), probs (B, H, R, S))``, the probabilities in float32 (float64 for
-    float64 models), differentiable.
+    float64 models), differentiable. ``leaf``: where nothing upstream requires grad, make the
+    probabilities a graph leaf, so that everything computed from them is recorded.
     """
     dtype = work_dtype(query.dtype)
     kv_length = key.shape[-2]
@@ -182,6 +197,8 @@ def explicit_attention(
         gamma = torch.ones(kv_length, dtype=dtype, device=scores.device)
         gamma[span[0] : span[1]] = 1.0 + beta
         probs = probs * gamma
+    if leaf and torch.is_grad_enabled() and not probs.requires_grad:
+        probs.requires_grad_(True)
     output = grouped_matmul(probs.to(value.dtype), value)
     return output.transpose(1, 2).contiguous(), probs
 
@@ -203,7 +220,7 @@ def lookright_attention(
     layer = module.layer_idx
     if (  # the hot path: a decoding step this session leaves untouched
         q_length == 1
-        and not (session.recompute or session.graph_step)
+        and not session.graph_step
         and (layer not in session.locore_layers or session.locore_beta <= 0)
     ):
         return base(
@@ -211,34 +228,32 @@ def lookright_attention(
         )
     scaling = module.scaling if scaling is None else scaling
     if q_length == kv_length:  # prefill
-        if not session.recompute:
-            session.prompt_width = kv_length
-            session._bias_key = session._bias_value = None
+        session.prompt_width = kv_length
+        session._bias_key = session._bias_value = None
         return base(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     span = session.window(layer, kv_length) if q_length == 1 else None
     beta, renormalise = session.locore_beta, session.locore_renormalise
-    if session.recompute:
-        output, probs = explicit_attention(
-            query, key, value, attention_mask, scaling, span, beta, renormalise
-        )
-        if layer in session.target_layers:
-            session.probs[layer] = probs
-        return output, probs
     in_graph = session.graph_step and layer >= session.graph_from and torch.is_grad_enabled()
-    if in_graph and (span is None or renormalise):
+    if in_graph:
         # SGRS decoding step: the VALUES of the model's kernel (tokens unchanged, bit for bit),
         # the GRADIENT of the explicit row, whose probabilities are kept for dL/dA
+        session.graph_cache += [key, value]
         with torch.no_grad():
             mask = attention_mask
-            if span is not None:
+            if span is not None and renormalise:
                 mask = session.biased_mask(attention_mask, kv_length, span, query)
-            output, _ = base(
-                module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs
-            )
+            if span is None or renormalise:
+                output, _ = base(
+                    module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs
+                )
+            else:
+                output, _ = explicit_attention(
+                    query, key, value, attention_mask, scaling, span, beta, False
+                )
         explicit, probs = explicit_attention(
-            query, key, value, attention_mask, scaling, span, beta, renormalise
+            query, key, value, attention_mask, scaling, span, beta, renormalise, leaf=True
         )
         if layer in session.target_layers:
             session.probs[layer] = probs
@@ -253,9 +268,7 @@ def lookright_attention(
     output, probs = explicit_attention(
         query, key, value, attention_mask, scaling, span, beta, False
     )
-    if in_graph and layer in session.target_layers:
-        session.probs[layer] = probs
-    return output, probs.detach().to(query.dtype)
+    return output, probs.to(query.dtype)
 
 
 def lookright_mask(*args: Any, config, **kwargs: Any):
@@ -289,12 +302,14 @@ def attention_session(
 ) -> Iterator[AttentionSession]:
     """Route the decoder's attention through :func:`lookright_attention` for the duration.
 
-    ``locore`` (None = off) configures LocoRE; SGRS sets ``recompute``/``target_layers`` on
-    the yielded session itself. The model's implementation must be ``sdpa`` or ``eager``
-    (a flash kernel takes no additive bias).
+    ``locore`` (None = off) configures LocoRE; SGRS (:class:`StepScorer`) sets
+    ``graph_from``/``target_layers`` on the yielded session itself. The model's implementation
+    must be ``sdpa`` or ``eager`` (a flash kernel takes no additive bias). The switch goes
+    through ``model.set_attn_implementation({"text_config": ...})``: the vision tower keeps
+    its own implementation.
     """
     configs = _text_configs(model, adapter)
-    base = configs[0]._attn_implementation
+    base = attention_implementation(configs[0])
     if any(_SESSIONS.get(id(c)) is not None for c in configs):
         raise RuntimeError("a lookright attention session is already active on this model")
     if base not in SUPPORTED_BASES:
@@ -310,13 +325,24 @@ def attention_session(
         session.locore_window = locore.window
         session.locore_renormalise = locore.renormalise
         session.locore_layers = frozenset(layer_indices(locore.layers, n_layers))
-    originals = [c._attn_implementation for c in configs]
     for config in configs:
         _SESSIONS[id(config)] = session
-        config._attn_implementation = ATTENTION_NAME
     try:
+        _switch(model, configs, ATTENTION_NAME)
         yield session
     finally:
-        for config, original in zip(configs, originals, strict=True):
-            config._attn_implementation = original
+        _switch(model, configs, base)
+        for config in configs:
             _SESSIONS.pop(id(config), None)
+
+
+def _switch(model: PreTrainedModel, configs: list[Any], implementation: str) -> None:
+    """Set the language model's attention implementation (public API), and check it took."""
+    model.set_attn_implementation({"text_config": implementation})
+    wrong = [c for c in configs if attention_implementation(c) != implementation]
+    if wrong:
+        raise RuntimeError(
+            f"{type(model).__name__}.set_attn_implementation({{'text_config': "
+            f"{implementation!r}}}) left {len(wrong)} decoder config(s) on "
+            f"{attention_implementation(wrong[0])!r}"
+        )

@@ -40,7 +40,7 @@ from lookright.decoding.params import (
     layer_indices,
     split_flat_params,
 )
-from lookright.decoding.saliency import StepScorer
+from lookright.decoding.saliency import StepScorer, prefill_all_but_last
 from lookright.decoding.sgrs import SaliencyGuidedSampler, StepRecord
 from lookright.models.base import VLMAdapter, adapter_for
 from lookright.saliency.batch import find_subsequence, tag_ids
@@ -146,7 +146,6 @@ def generate(
     question_keys: torch.Tensor | None = None,
     generators: list[torch.Generator] | None = None,
     token_saliency: bool = False,
-    recompute_rows: bool = False,
     **params: Any,
 ) -> DecodeOutput:
     """Decode a left-padded batch ``inputs`` (from ``adapter.encode``) with ``strategy``.
@@ -158,8 +157,9 @@ def generate(
     every non-image prompt token; see :func:`question_key_mask`). ``generators``: one
     ``torch.Generator`` per sequence for the sampling strategies (default: the global RNG).
     ``token_saliency``: also score the chosen token of ``greedy``/``sample``/``locore``.
-    ``recompute_rows``: score every step by recomputing its row after the step instead of
-    differentiating the step in place (slower; the two agree, a test checks it).
+    Scoring strategies first run the prompt minus its last token through ``generate`` to fill
+    the KV cache, then continue from it, so every scored row is a one-row step
+    (:func:`lookright.decoding.saliency.prefill_all_but_last`).
     """
     check_strategy(strategy)
     max_new_tokens = check_positive_int("max_new_tokens", max_new_tokens)
@@ -202,9 +202,7 @@ def generate(
         scorer = None
         if scoring:
             layers = layer_indices(sgrs_params.layers, session.n_layers)
-            scorer = stack.enter_context(
-                StepScorer(model, adapter, session, layers, in_graph=not recompute_rows)
-            )
+            scorer = stack.enter_context(StepScorer(model, adapter, session, layers))
         processors = []
         if sampler_mode is not None:
             sampler = SaliencyGuidedSampler(
@@ -218,8 +216,11 @@ def generate(
             processors.append(sampler)
         _sync(device)
         start = time.perf_counter()
+        decode_inputs, cache = dict(inputs), {}
+        if scoring:
+            decode_inputs, cache = prefill_all_but_last(model, inputs, config, session)
         sequences = model.generate(
-            **inputs, generation_config=config, logits_processor=processors or None
+            **decode_inputs, **cache, generation_config=config, logits_processor=processors or None
         )
         _sync(device)
         elapsed = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""Per-step LVLMs-Saliency scores of candidate tokens, with the KV cache (METHODS.md section 5).
+"""Per-step LVLMs-Saliency scores of candidate tokens, with the KV cache (docs/methods.md, SGRS).
 
 For the token ``c`` that would follow the current sequence, ``L_c = -log p(c)`` at the query
 row that PREDICTS it (the last row of the step) and
@@ -8,22 +8,22 @@ row that PREDICTS it (the last row of the step) and
 
 with ``J`` = the question's tokens + the tokens generated so far (``tril`` is implicit: a
 single row has no future keys). This is the same quantity as the saliency engine's
-``attention_gradient`` ``token_scores`` (lookright.saliency.gradient_methods), for one row.
+``attention_gradient`` ``token_scores`` (lookright.saliency.gradient_methods), for one row
+(arXiv 2601.xxxxx LVLMs-Saliency, eq. for S(c); a test checks the equality).
 
-How, with the KV cache and without a second full forward. Earlier rows need no gradient
-(causality: ``A[l]`` of the last row only influences the last row above layer ``l``; the cached
-keys/values of earlier positions are constants), so only the one new row is differentiated,
-exactly, from the lowest target layer up:
+How, with the KV cache and no second forward. Earlier rows need no gradient (causality: the
+cached keys/values of earlier positions are constants for this row), so only the one new row
+is differentiated. Every scored row is a one-row decoding step: :func:`prefill_all_but_last`
+runs the prompt without its last token through ``generate`` (filling a KV cache), and the
+decoding ``generate`` then continues from that cache (transformers' documented cache re-use),
+so even the first generated token comes from a one-row step.
 
-* a decoding step (one new row) runs from that layer on with gradients inside ``generate``:
-  a pre-hook makes the layer's input a leaf and enables grad mode, the attention function of
-  :mod:`lookright.decoding.attention` keeps the target layers' probabilities as graph nodes
-  (while the values come from the model's own kernel), a hook on ``lm_head`` keeps the logits
-  and restores grad mode. The cache entries the step wrote are detached after scoring.
-* the prefill's last row (the first generated token; and every step with ``in_graph=False``):
-  pre-hooks record the inputs of those layers during the normal step; after it, the layers run
-  again for the ONE row, with gradients, on the cache minus that row (:class:`PrefixCache`:
-  the row's own key/value is recomputed in the graph).
+During such a step, a forward pre-hook on the model (public torch API) turns grad mode on,
+with the parameters' ``requires_grad`` off, so nothing is recorded until the attention function
+of :mod:`lookright.decoding.attention` makes the lowest target layer's probabilities a graph
+leaf; everything above it is then recorded (the target layers' probabilities are kept in
+``session.probs``), the forward hook keeps the step's logits and turns grad mode off again.
+The output VALUES stay the model's own kernel's, so tokens are bit for bit the plain model's.
 
 The K candidates then differ only in the row's loss: their K gradients come from ONE backward
 with ``is_grads_batched`` (a vmap over K one-hot output gradients).
@@ -35,63 +35,58 @@ candidates get different, non-zero scores here).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from lookright.decoding.attention import AttentionSession
 from lookright.models.base import VLMAdapter
+from lookright.models.transformers_internals import cache_keyword
 
 TINY = 1e-12
 
 
-class PrefixCache:
-    """The model's KV cache minus its last ``n`` positions, read-only.
+def per_token_keys(inputs: Mapping[str, Any]) -> list[str]:
+    """The inputs with one value per prompt position (ids, mask, token types)."""
+    shape = inputs["attention_mask"].shape
+    return [k for k, v in inputs.items() if torch.is_tensor(v) and v.shape == shape]
 
-    The attention module calls ``update(k, v, layer)`` with the recomputed row; this returns
-    the cached prefix followed by that row (graph-connected) and stores nothing.
+
+def prefill_all_but_last(
+    model: PreTrainedModel,
+    inputs: Mapping[str, Any],
+    generation_config: Any,
+    session: AttentionSession | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the prompt minus its last token through ``generate``, filling a new KV cache.
+
+    Returns ``(continuation, cache_argument)``: the per-token inputs of the whole prompt (the
+    image is already in the cache) and ``{<cache keyword>: cache}``;
+    ``model.generate(**continuation, **cache_argument, ...)`` then starts with a one-row step
+    for the prompt's last token, so the first generated token is scored like every other.
+    Positions (M-RoPE included) come from ``generate`` itself in both calls. ``session``: the
+    active attention session, told the whole prompt's width (LocoRE's window starts after it).
     """
-
-    def __init__(self, cache: Any, drop: int = 1) -> None:
-        self.cache = cache
-        self.drop = drop
-
-    def _layer(self, layer_idx: int):
-        layers = getattr(self.cache, "layers", None)
-        if layers is None or not hasattr(layers[layer_idx], "keys"):
-            raise TypeError(
-                f"{type(self.cache).__name__}: SGRS needs a dynamic KV cache with per-layer "
-                "keys/values (transformers' DynamicCache)"
-            )
-        return layers[layer_idx]
-
-    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
-        layer = self._layer(layer_idx)
-        keep = layer.keys.shape[-2] - self.drop
-        keys = torch.cat([layer.keys[..., :keep, :], key_states], dim=-2)
-        values = torch.cat([layer.values[..., :keep, :], value_states], dim=-2)
-        return keys, values
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return int(self._layer(layer_idx).keys.shape[-2]) - self.drop
-
-
-def _last_row(value: Any, dim: int) -> Any:
-    if torch.is_tensor(value) and value.dim() >= -dim and value.shape[dim] > 1:
-        index = [slice(None)] * value.dim()
-        index[dim] = slice(-1, None)
-        return value[tuple(index)]
-    return value
+    keyword = cache_keyword(model)
+    cache = DynamicCache(config=model.config)
+    token_keys = per_token_keys(inputs)
+    head = {k: (v[:, :-1] if k in token_keys else v) for k, v in inputs.items()}
+    prefill_config = generation_config.__class__(
+        **{**generation_config.to_dict(), "max_new_tokens": 1, "num_beams": 1}
+    )
+    model.generate(**head, **{keyword: cache}, generation_config=prefill_config)
+    if session is not None:
+        session.prompt_width = int(inputs["input_ids"].shape[1])
+    return {k: inputs[k] for k in token_keys}, {keyword: cache}
 
 
 class StepScorer:
-    """Scores candidate tokens for the last row of each decoding step (see the module docstring).
+    """Scores candidate tokens for the last row of each one-row decoding step.
 
-    Decoding steps (one new row) run with gradients from the lowest target layer up
-    (``in_graph=True``, default): no second forward, only the batched backward; the values,
-    and so the tokens, are those of the plain model. The prefill's last row (and every step
-    with ``in_graph=False``) is recomputed after the step from recorded layer inputs.
+    Use inside :func:`lookright.decoding.attention.attention_session`, around a ``generate``
+    that continues from :func:`prefill_all_but_last` (see the module docstring).
     """
 
     def __init__(
@@ -100,31 +95,23 @@ class StepScorer:
         adapter: VLMAdapter,
         session: AttentionSession,
         target_layers: list[int],
-        *,
-        in_graph: bool = True,
     ) -> None:
         self.model, self.adapter, self.session = model, adapter, session
         self.target_layers = sorted(target_layers)
-        self.first = self.target_layers[0]
-        self.layers = list(adapter.decoder_layers(model))[self.first :]
-        self.in_graph = in_graph
-        self.hidden: torch.Tensor | None = None
-        self.kwargs: list[dict[str, Any] | None] = [None] * len(self.layers)
-        self.cache: Any = None
         self.graph_logits: torch.Tensor | None = None
         self._grad_mode: bool | None = None
+        self._requires_grad: list[tuple[torch.nn.Parameter, bool]] = []
         self.handles: list[Any] = []
 
-    # -- recording ------------------------------------------------------------------------
     def __enter__(self) -> StepScorer:
-        self.session.graph_from = self.first
+        self.session.graph_from = self.target_layers[0]
         self.session.target_layers = frozenset(self.target_layers)
-        for offset, layer in enumerate(self.layers):
-            self.handles.append(
-                layer.register_forward_pre_hook(self._recorder(offset), with_kwargs=True)
-            )
-        lm_head = self.adapter.lm_head(self.model)
-        self.handles.append(lm_head.register_forward_hook(self._keep_logits))
+        self._requires_grad = [(p, p.requires_grad) for p in self.model.parameters()]
+        self.model.requires_grad_(False)
+        self.handles = [
+            self.model.register_forward_pre_hook(self._start_step, with_kwargs=True),
+            self.model.register_forward_hook(self._end_step, always_call=True),
+        ]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -133,9 +120,27 @@ class StepScorer:
         self.handles.clear()
         self._restore_grad_mode()
         self._release()
-        self.session.graph_step = False
-        self.hidden = self.cache = None
-        self.kwargs = [None] * len(self.layers)
+        for parameter, flag in self._requires_grad:
+            parameter.requires_grad_(flag)
+        self._requires_grad = []
+
+    # -- the step -------------------------------------------------------------------------
+    def _start_step(self, module, args, kwargs):
+        self._release()
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        self.session.graph_step = ids is not None and ids.shape[1] == 1
+        if self.session.graph_step:
+            self._grad_mode = torch.is_grad_enabled()
+            torch.set_grad_enabled(True)
+
+    def _end_step(self, module, args, output):
+        if self.session.graph_step:
+            logits = getattr(output, "logits", None)
+            self.graph_logits = None if logits is None else logits[:, -1, :]
+            self.session.graph_step = False
+        self._restore_grad_mode()
 
     def _restore_grad_mode(self) -> None:
         if self._grad_mode is not None:
@@ -143,100 +148,29 @@ class StepScorer:
             self._grad_mode = None
 
     def _release(self) -> None:
-        """Drop the last step's graph; detach the cache entries it wrote (else every later
-        step's graph would hang on to it)."""
+        """Drop the last step's graph, and detach the cache entries it wrote."""
         self.graph_logits = None
-        self.session.probs = {}
-        layers = getattr(self.cache, "layers", None) or []
-        for layer in layers[self.first :]:
-            keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-            if torch.is_tensor(keys) and keys.requires_grad:
-                layer.keys = keys.detach()
-            if torch.is_tensor(values) and values.requires_grad:
-                layer.values = values.detach()
-
-    def _recorder(self, offset: int):
-        def hook(module, args, kwargs):
-            session = self.session
-            if session.recompute:
-                return None
-            hidden = kwargs.get("hidden_states")
-            if hidden is None:
-                hidden = args[0]
-            if offset == 0:
-                self._release()
-                self.cache = kwargs.get("past_key_values")
-                if self.in_graph and hidden.shape[1] == 1 and self.cache is not None:
-                    # a decoding step: from here on with gradients
-                    self._grad_mode = torch.is_grad_enabled()
-                    torch.set_grad_enabled(True)
-                    session.graph_step = True
-                    leaf = hidden.detach().requires_grad_(True)
-                    if "hidden_states" in kwargs:
-                        return args, {**kwargs, "hidden_states": leaf}
-                    return (leaf, *args[1:]), kwargs
-                session.graph_step = False
-                self.hidden = hidden[:, -1:, :].detach().clone()
-            if session.graph_step:
-                return None
-            kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-            mask = kwargs.get("attention_mask")
-            if torch.is_tensor(mask) and mask.dim() == 4:
-                kwargs["attention_mask"] = mask[:, :, -1:, :]
-            embeddings = kwargs.get("position_embeddings")
-            if isinstance(embeddings, tuple):
-                kwargs["position_embeddings"] = tuple(_last_row(e, -2) for e in embeddings)
-            kwargs["position_ids"] = _last_row(kwargs.get("position_ids"), -1)
-            self.kwargs[offset] = kwargs
-            return None
-
-        return hook
-
-    def _keep_logits(self, module, args, output):
-        if self.session.graph_step and not self.session.recompute:
-            self.graph_logits = output[:, -1, :]
-            self.session.graph_step = False
-            self._restore_grad_mode()
+        self.session.release_graph()
 
     # -- scoring --------------------------------------------------------------------------
-    def last_row_logits(self) -> torch.Tensor:
-        """Recompute the step's last row from the lowest target layer up, with gradients.
-
-        Returns the row's logits ``(B, V)``; the target layers' probabilities are left in
-        ``session.probs`` as graph nodes.
-        """
-        if self.hidden is None or any(k is None for k in self.kwargs):
-            raise RuntimeError("no decoding step was recorded (call inside model.generate)")
-        session = self.session
-        if self.cache is None:
-            raise RuntimeError("SGRS needs generate(..., use_cache=True)")
-        prefix = PrefixCache(self.cache)
-        session.recompute = True
-        session.probs = {}
-        try:
-            hidden = self.hidden.requires_grad_(True)
-            for layer, kwargs in zip(self.layers, self.kwargs, strict=True):
-                output = layer(hidden, **{**kwargs, "past_key_values": prefix})
-                hidden = output[0] if isinstance(output, tuple) else output
-            hidden = self.adapter.final_norm(self.model)(hidden)
-            logits = self.adapter.lm_head(self.model)(hidden)[:, -1, :]
-        finally:
-            session.recompute = False
-        return logits
-
     def scores(self, candidates: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """``S(c)`` of ``candidates (B, K)`` token ids at the step's last row -> ``(B, K)``.
 
         ``key_mask (B, S)``: 1 on the keys J (question + generated tokens) of each row.
         """
+        logits = self.graph_logits
+        probs = [self.session.probs.get(layer) for layer in self.target_layers]
+        if logits is None or logits.grad_fn is None or any(p is None for p in probs):
+            self._release()
+            raise RuntimeError(
+                "no one-row decoding step was recorded with gradients: score inside "
+                "model.generate continuing from prefill_all_but_last() "
+                "(lookright.decoding.generate does this)"
+            )
         try:
             with torch.enable_grad():
-                logits = self.graph_logits
-                if logits is None:
-                    logits = self.last_row_logits()
                 dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
                 nll = -torch.log_softmax(logits.to(dtype), dim=-1).gather(1, candidates)
-                probs = [self.session.probs[layer] for layer in self.target_layers]
                 count = candidates.shape[1]
                 one_hots = torch.eye(count, dtype=nll.dtype, device=nll.device)
                 one_hots = one_hots[:, None, :].expand(count, *nll.shape).contiguous()

@@ -14,16 +14,17 @@ model's own forward.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from lookright.models.transformers_internals import modeling_function
+
 
 def rotary_function(attention: nn.Module) -> Callable:
     """The family's ``apply_rotary_pos_emb`` (from the attention module's modeling file)."""
-    function = getattr(sys.modules[type(attention).__module__], "apply_rotary_pos_emb", None)
+    function = modeling_function(attention, "apply_rotary_pos_emb")
     if function is None:
         raise TypeError(
             f"{type(attention).__name__}: its module has no apply_rotary_pos_emb; "

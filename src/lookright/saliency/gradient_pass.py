@@ -30,6 +30,11 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from lookright.models.base import VLMAdapter
+from lookright.models.transformers_internals import (
+    layer_input,
+    replace_layer_input,
+    rotary_embeddings,
+)
 from lookright.saliency.attention_math import (
     allowed_keys,
     apply_rope,
@@ -62,9 +67,10 @@ class GradientForward:
 def _explicit_attention(module, layer_index: int, state: dict) -> Callable:
     _, _, head_dim = head_counts(module)
 
-    def forward(hidden_states, attention_mask=None, position_embeddings=None, **kwargs):
+    def forward(*args, **kwargs):
+        hidden_states = layer_input(args, kwargs)
         batch, length, _ = hidden_states.shape
-        cos, sin = position_embeddings
+        cos, sin = rotary_embeddings(kwargs)
         cos, sin = cos.expand(batch, -1, -1), sin.expand(batch, -1, -1)
         queries = apply_rope(module, split_heads(module.q_proj(hidden_states), head_dim), cos, sin)
         keys = apply_rope(module, split_heads(module.k_proj(hidden_states), head_dim), cos, sin)
@@ -93,16 +99,11 @@ def explicit_attention(model: PreTrainedModel, adapter: VLMAdapter, state: dict)
         module.forward = _explicit_attention(module, index, state)
 
     def make_leaf(module, args, kwargs):
-        if "hidden_states" in kwargs:
-            kwargs["hidden_states"] = kwargs["hidden_states"].detach().requires_grad_(True)
-        else:
-            args = (args[0].detach().requires_grad_(True), *args[1:])
-        return args, kwargs
+        leaf = layer_input(args, kwargs).detach().requires_grad_(True)
+        return replace_layer_input(args, kwargs, leaf)
 
     def keep_last_input(module, args, kwargs):
-        state["last_layer_input"] = (
-            kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        )
+        state["last_layer_input"] = layer_input(args, kwargs)
 
     def vision_without_graph(module, args):
         state["grad_enabled"] = torch.is_grad_enabled()

@@ -34,6 +34,7 @@ import torch
 from transformers import PreTrainedModel
 
 from lookright.models.base import VLMAdapter
+from lookright.models.transformers_internals import layer_input, rotary_embeddings
 from lookright.saliency.attention_math import (
     allowed_keys,
     apply_rope,
@@ -125,10 +126,6 @@ def _batch_cos_sin(cos_sin, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cos.expand(batch, -1, -1), sin.expand(batch, -1, -1)
 
 
-def _hidden_from(args: tuple, kwargs: dict) -> torch.Tensor:
-    return kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-
-
 class AttentionRows:
     """Softmax rows ``(B, H, R, S)`` of one layer, read at a few columns only.
 
@@ -205,8 +202,8 @@ class RowPass:
     @staticmethod
     def _capture_input(taps: _Taps):
         def hook(module, args, kwargs):
-            taps.hidden = _hidden_from(args, kwargs)
-            taps.cos_sin = kwargs["position_embeddings"]
+            taps.hidden = layer_input(args, kwargs)
+            taps.cos_sin = rotary_embeddings(kwargs)
 
         return hook
 
@@ -218,7 +215,7 @@ class RowPass:
         return hook
 
     def _capture_final(self, module, args, kwargs):
-        hidden = _hidden_from(args, kwargs).detach()
+        hidden = layer_input(args, kwargs).detach()
         self._result.final_hidden = batched_gather(hidden, self._request.rows, 1).to(self._dtype)
 
     def _reduce(self, index: int, taps: _Taps):
