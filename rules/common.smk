@@ -2,7 +2,9 @@
 import hashlib
 import json
 import os
+import secrets
 import shlex
+import time
 from pathlib import Path
 
 RESULTS = config.get("results_dir", "results")
@@ -17,10 +19,18 @@ TRACKING_URI = (
     or f"sqlite:///{os.path.abspath(RESULTS)}/mlflow.db"
 )
 EXPERIMENT = config["tracking"].get("experiment", "lookright")
+SYSTEM_METRICS_S = config["tracking"].get("system_metrics_interval_s", 10)
+# One id per `snakemake` invocation, tagged on every run (lookright.invocation): set once by
+# the main process; SLURM jobs inherit it with the environment and keep it.
+INVOCATION = os.environ.setdefault(
+    "LOOKRIGHT_INVOCATION", time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+)
 shell.prefix(
     "set -euo pipefail; "
     f"export MLFLOW_TRACKING_URI={shlex.quote(TRACKING_URI)} "
-    f"MLFLOW_EXPERIMENT_NAME={shlex.quote(EXPERIMENT)}; "
+    f"MLFLOW_EXPERIMENT_NAME={shlex.quote(EXPERIMENT)} "
+    f"LOOKRIGHT_SYSTEM_METRICS_S={float(SYSTEM_METRICS_S)} "
+    f"LOOKRIGHT_INVOCATION={shlex.quote(INVOCATION)}; "
 )
 
 

@@ -8,7 +8,23 @@ rule report:
         ],
         images=rules.prepare_data.output.images,
     output:
-        html=f"{RESULTS}/report/report.html",
+        html=report(
+            f"{RESULTS}/report/report.html",
+            category="Report",
+            caption="../workflow/report/report_page.rst",
+        ),
+        plots=report(
+            directory(f"{RESULTS}/report/plots"),
+            patterns=["{name}.png"],
+            category="Plots",
+            caption="../workflow/report/plots.rst",
+        ),
+        gallery=report(
+            directory(f"{RESULTS}/report/gallery"),
+            patterns=["{name}.png"],
+            category="Saliency gallery",
+            caption="../workflow/report/gallery.rst",
+        ),
         summary=f"{RESULTS}/report/summary.md",
         answers=f"{RESULTS}/report/answers.parquet",
         saliency=f"{RESULTS}/report/saliency.parquet",

@@ -237,3 +237,54 @@ def test_parallel_processes_share_one_store(tmp_path: Path, pre_init: bool) -> N
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "m"))
         assert steps == list(range(N_STEPS))
         assert [f.path for f in client.list_artifacts(run.info.run_id)] == [f"{name}.txt"]
+
+
+# --------------------------------------------------------------------------- what the UI shows
+
+
+def test_experiment_opens_as_a_model_training_experiment(uri: str) -> None:
+    experiment = MlflowClient(uri).get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_invocation_tag_and_system_metrics(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tracking.INVOCATION_ENV, "20261206-120000-abcdef")
+    monkeypatch.setenv(tracking.SYSTEM_METRICS_ENV, "0.2")
+    with tracking.stage_run("sft", config=CONFIG, tracking_uri=uri) as run:
+        import time
+
+        time.sleep(0.6)
+    data = MlflowClient(uri).get_run(run.run_id).data
+    assert data.tags[tracking.TAG_INVOCATION] == "20261206-120000-abcdef"
+    assert "system/cpu_utilization_percentage" in data.metrics
+    assert "system/system_memory_usage_megabytes" in data.metrics
+    monkeypatch.setenv(tracking.SYSTEM_METRICS_ENV, "0")
+    with tracking.stage_run("sft", config=CONFIG, tracking_uri=uri) as quiet:
+        pass
+    assert not any(
+        k.startswith("system/") for k in MlflowClient(uri).get_run(quiet.run_id).data.metrics
+    )
+
+
+def test_input_tables_are_logged_as_datasets(uri: str, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "samples.parquet"
+    pq.write_table(pa.table({"sample_id": ["a", "b"], "label": [1, 0]}), path)
+    with tracking.stage_run("decode", config=CONFIG, tracking_uri=uri) as run:
+        run.log_input_table(path, "samples", "inference")
+    first = MlflowClient(uri).get_run(run.run_id).inputs.dataset_inputs[0]
+    assert first.dataset.name == "samples" and first.tags[0].value == "inference"
+    assert str(path.resolve()) in first.dataset.source
+    assert '"num_rows": 2' in first.dataset.profile and '"sample_id"' in first.dataset.schema
+    pq.write_table(pa.table({"sample_id": ["a", "c"], "label": [1, 0]}), path)
+    assert tracking.parquet_digest(path) != first.dataset.digest  # the digest follows the data
+
+
+def test_branch_run_names_say_the_branch(tmp_path: Path) -> None:
+    from lookright.stage import branch_run_name
+
+    tags = {"snakemake.wildcards": "model=tiny-qwen2.5-vl,source=grpo-acc+fmt,strategy=sgrs"}
+    assert branch_run_name("decode", tags, tmp_path) == "decode tiny-qwen2.5-vl/grpo-acc+fmt/sgrs"
+    assert branch_run_name("sft", {}, tmp_path / "tiny") == "sft tiny"

@@ -148,3 +148,24 @@ def test_editing_package_code_reruns_the_stages_that_use_it(
         assert planned_jobs(finished_workflow, *SMOKE) == expected
     finally:
         path.write_text(original)
+
+
+def test_snakemake_report_holds_the_page_plots_and_gallery(finished_workflow: Path) -> None:
+    """`snakemake --report report.zip`: the usual self-contained Snakemake report."""
+    import zipfile
+
+    result = snakemake(finished_workflow, *SMOKE, "--report", "report.zip")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with zipfile.ZipFile(finished_workflow / "report.zip") as archive:
+        names = archive.namelist()
+        index = next(n for n in names if n.endswith("/report.html") and n.count("/") == 1)
+        page = archive.read(index).decode()
+    ours = [n for n in names if n.endswith("report/report.html") and n != index]
+    assert ours, names[:20]
+    plots = sorted(Path(n).name for n in names if "/plots/" in n and n.endswith(".png"))
+    gallery = [n for n in names if "/gallery/" in n and n.endswith(".png")]
+    assert any(n.startswith("faithfulness") for n in plots), plots
+    assert any(n.startswith("grpo_rewards") for n in plots), plots
+    assert gallery, names
+    for category in ("Report", "Plots", "Saliency gallery"):
+        assert category in page

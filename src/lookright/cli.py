@@ -104,7 +104,7 @@ def cmd_prepare_data(args) -> int:
 
 def _run_training_stage(stage: str, args, schema, train) -> dict:
     """Shared body of ``pretrain`` and ``sft``: config, resumable MLflow run, artifacts."""
-    from lookright.stage import fail_if_asked, stage_execution
+    from lookright.stage import data_inputs, fail_if_asked, stage_execution
 
     cfg = _load(schema, args)
     out = Path(args.out)
@@ -116,6 +116,7 @@ def _run_training_stage(stage: str, args, schema, train) -> dict:
         tags=dict(args.tag),
         upstream=dict(args.upstream),
         resume=True,
+        inputs=data_inputs(args.data),
     ) as run:
         fail_if_asked(args, stage)
         metrics = train(cfg, run)

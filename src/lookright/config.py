@@ -32,6 +32,7 @@ class GateError(RuntimeError):
 class TrackingConfig:
     uri: str | None = None
     experiment: str = "lookright"
+    system_metrics_interval_s: float = 10.0
 
 
 @dataclass

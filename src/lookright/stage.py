@@ -43,6 +43,19 @@ def upstream_run_ids(run_files: Mapping[str, str | Path]) -> dict[str, str]:
     return ids
 
 
+def data_inputs(data_dir: str | Path) -> dict[str, Path]:
+    """The prepared data tables of ``data_dir`` (``prepare_data``'s outputs) by name."""
+    return {name: Path(data_dir) / f"{name}.parquet" for name in ("samples", "images")}
+
+
+def branch_run_name(stage: str, tags: Mapping[str, str], out_dir: Path) -> str:
+    """``"decode tiny-qwen2.5-vl/grpo-acc+fmt/sgrs"``: the stage and its branch (the rule's
+    wildcard values, in order), or the output folder's name outside Snakemake."""
+    wildcards = tags.get("snakemake.wildcards", "")
+    values = [pair.partition("=")[2] for pair in wildcards.split(",") if "=" in pair]
+    return f"{stage} {'/'.join(values) if values else out_dir.name}"
+
+
 @contextmanager
 def stage_execution(
     stage: str,
@@ -54,14 +67,19 @@ def stage_execution(
     upstream: Mapping[str, str | Path] | None = None,
     resume: bool = False,
     params: Mapping[str, str] | None = None,
+    inputs: Mapping[str, str | Path] | None = None,
+    input_context: str = "training",
 ) -> Iterator[tracking.StageRun]:
     """Open the stage's MLflow run (FAILED on error) and write ``run.json`` on success.
 
-    ``params`` (e.g. ``{"reward_set": "acc+fmt"}``) become MLflow params ``lookright.<key>``
-    next to the flattened config, so the compare view lines ablations up. With ``resume``, a run of the same stage and output folder that did not finish is
+    ``params`` (e.g. ``{"reward_set": "acc+fmt"}``, the branch's ablation values) become
+    top-level MLflow params (``reward_set``) next to the flattened config, so the compare view
+    lines ablations up, and tags ``lookright.<key>`` to filter and group runs by. With ``resume``, a run of the same stage and output folder that did not finish is
     continued, so a training stage re-run after a kill keeps one metric history.
     In a multi-process launch only rank 0 does this; other ranks get a no-op run
     (:class:`lookright.launch.NullStageRun`) and write no ``run.json``.
+    ``inputs`` (``{name: Parquet path}``, see :func:`data_inputs`) are recorded as the run's
+    input datasets with ``input_context`` (MLflow's Datasets column; missing files skipped).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,10 +99,14 @@ def stage_execution(
         upstream_run_ids=upstream_run_ids(upstream or {}),
         run_key=run_key,
         resume=resume,
-        run_name=f"{stage}:{out_dir.name}",
+        run_name=branch_run_name(stage, tags or {}, out_dir),
     ) as run:
         if params:
-            run.log_params({f"lookright.{key}": value for key, value in params.items()})
+            run.log_params(dict(params))
+            run.set_tags({f"lookright.{key}": value for key, value in params.items()})
+        for name, path in (inputs or {}).items():
+            if Path(path).is_file():
+                run.log_input_table(path, name, input_context)
         yield run
         record = {
             "run_id": run.run_id,

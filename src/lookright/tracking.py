@@ -57,6 +57,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from lookright.io import parquet_digest
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
@@ -89,6 +91,17 @@ TAG_RUN_KEY = "lookright.run_key"
 TAG_UPSTREAM_PREFIX = "lookright.upstream."
 TAG_HOST = "lookright.host"
 TAG_SLURM_JOB = "lookright.slurm_job_id"
+TAG_INVOCATION = "lookright.invocation"
+# One id per `snakemake` invocation (set by the Snakefile, inherited by local and SLURM jobs),
+# so the runs of one pipeline execution can be grouped and filtered in the UI.
+INVOCATION_ENV = "LOOKRIGHT_INVOCATION"
+# Seconds between system-metric samples (CPU/RAM/disk/network, GPU where there is one); 0 = off.
+SYSTEM_METRICS_ENV = "LOOKRIGHT_SYSTEM_METRICS_S"
+DEFAULT_SYSTEM_METRICS_S = 10.0
+# The experiment type the MLflow 3 UI reads: "custom_model_development" opens the runs table,
+# not the GenAI traces overview (MLflow 3.17 UI, ExperimentKind enum).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 # MLflow 3.17 limits (mlflow.utils.validation); batches stay within one store chunk so that a
 # retried call repeats one atomic write only.
@@ -295,7 +308,11 @@ def _ensure_experiment(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, _artifact_location(client, name))
+            return client.create_experiment(
+                name,
+                _artifact_location(client, name),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
         except MlflowException as exc:  # another process may have created it meanwhile
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -303,6 +320,8 @@ def _ensure_experiment(client: MlflowClient, name: str) -> str:
     if experiment.lifecycle_stage == "deleted":
         _log.warning("Restoring deleted MLflow experiment %r", name)
         client.restore_experiment(experiment.experiment_id)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # a store made by an older lookright
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
 
 
@@ -399,6 +418,8 @@ def _stage_tags(
         out["mlflow.source.git.commit"] = commit
     if os.environ.get("SLURM_JOB_ID"):
         out[TAG_SLURM_JOB] = os.environ["SLURM_JOB_ID"]
+    if os.environ.get(INVOCATION_ENV):
+        out[TAG_INVOCATION] = os.environ[INVOCATION_ENV]
     if run_key is not None:
         out[TAG_RUN_KEY] = run_key
     for upstream, run_id in (upstream_run_ids or {}).items():
@@ -417,6 +438,45 @@ def _user() -> str:
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# --------------------------------------------------------------------------- datasets
+
+_MLFLOW_TYPES = {
+    "int64": "long",
+    "int32": "integer",
+    "int16": "integer",
+    "int8": "integer",
+    "double": "double",
+    "float": "float",
+    "bool": "boolean",
+    "string": "string",
+    "large_string": "string",
+    "binary": "binary",
+    "large_binary": "binary",
+}
+
+
+def _colspec(path: str | Path) -> list[dict[str, str]]:
+    """MLflow column specs of a Parquet file's scalar columns (nested ones are in the profile)."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    return [
+        {"type": _MLFLOW_TYPES[str(f.type)], "name": f.name, "required": not f.nullable}
+        for f in schema
+        if str(f.type) in _MLFLOW_TYPES
+    ]
+
+
+def _profile(path: str | Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_metadata(path)
+    return {
+        "num_rows": metadata.num_rows,
+        "columns": {f.name: str(f.type) for f in metadata.schema.to_arrow_schema()},
+    }
 
 
 # --------------------------------------------------------------------------- runs
@@ -477,6 +537,30 @@ class StageRun:
             log = self._client.log_artifact
         self._call("log artifact", lambda: log(self._run_id, local, artifact_path))
 
+    def log_input_table(self, path: str | Path, name: str, context: str) -> None:
+        """Record a Parquet table as an input dataset of the run (MLflow's Datasets column).
+
+        ``name`` (e.g. ``samples``), ``context`` (``training``, ``evaluation``, ...); the
+        digest comes from the file's Parquet footer (:func:`lookright.io.parquet_digest`), the
+        profile holds its row count and column types; nothing of the data is copied.
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            name=name,
+            digest=parquet_digest(path),
+            source_type="local",
+            source=json.dumps({"uri": str(Path(path).resolve())}),
+            schema=json.dumps({"mlflow_colspec": _colspec(path)}),
+            profile=json.dumps(_profile(path)),
+        )
+        entry = DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
+        self._call("log input", lambda: self._client.log_inputs(self._run_id, datasets=[entry]))
+
+    def log_table(self, frame: Any, artifact_file: str) -> None:
+        """A table artifact (``.json``) that the MLflow UI shows as a table."""
+        self._call("log table", lambda: self._client.log_table(self._run_id, frame, artifact_file))
+
     def last_step(self, name: str) -> int | None:
         """Largest step logged for metric ``name`` (None if never logged): resume from here."""
         history = self._call(
@@ -521,7 +605,8 @@ def stage_run(
     else:
         run = _start(client, experiment_id, run_name or stage, run_tags, flatten_config(config))
     try:
-        yield run
+        with _system_metrics(run):
+            yield run
     except GeneratorExit:  # the context was abandoned, not exited: leave the run as it is
         raise
     except KeyboardInterrupt:
@@ -534,6 +619,39 @@ def stage_run(
         _end_quietly(run, "FAILED")
         raise
     _end(run, "FINISHED")
+
+
+@contextmanager
+def _system_metrics(run: StageRun) -> Iterator[None]:
+    """Sample CPU/RAM/disk/network (and GPU, with nvidia-ml-py and a GPU) into the run.
+
+    Every ``$LOOKRIGHT_SYSTEM_METRICS_S`` seconds (default 10, 0 = off) as ``system/*``
+    metrics, through MLflow's own monitor; one more sample at the end, so that a job shorter
+    than the interval is sampled too (the monitor itself logs only whole intervals).
+    """
+    interval = float(os.environ.get(SYSTEM_METRICS_ENV, DEFAULT_SYSTEM_METRICS_S))
+    if interval <= 0:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(
+        run.run_id,
+        sampling_interval=interval,
+        resume_logging=run.resumed,
+        tracking_uri=run.tracking_uri,
+    )
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+        try:
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+        except Exception:  # never fail a stage for its system metrics
+            _log.warning("could not log the final system metrics of run %s", run.run_id)
 
 
 def _start(

@@ -142,3 +142,41 @@ def test_decode_stage_errors(stage_inputs):
 def test_final_answer_is_the_text_after_the_thought():
     assert final_answer("<think>a star? no</think> Yes.") == "Yes."
     assert final_answer("No, there is not.") == "No, there is not."
+
+
+@pytest.mark.parametrize(("strategy", "folder"), [("sgrs", "sgrs"), ("locore", "locore")])
+def test_custom_generate_folders_give_the_decode_stages_tokens(
+    stage_inputs, tmp_path, monkeypatch, strategy, folder
+):
+    """``model.generate(custom_generate=lookright's folder)`` on each sample, alone and with
+    its per-sample random stream, reproduces the stage's batched answers token for token."""
+    from lookright.decoding import CUSTOM_GENERATE
+    from lookright.decoding.stage import sample_generator
+    from lookright.models import load_model
+    from lookright.train.datasets import decode_png
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / strategy
+    assert decode_main(_args(stage_inputs, strategy, out, sgrs={"alpha": 0.9})) == 0
+    answers = pq.read_table(out / "answers.parquet").to_pylist()
+    loaded = load_model(stage_inputs / "model")
+    model, processor, adapter = loaded.model.eval(), loaded.processor, loaded.adapter
+    images = {
+        r["image_id"]: r["image_png"]
+        for r in pq.read_table(stage_inputs / "data" / "images.parquet").to_pylist()
+    }
+    limits = {"pope": 3, "caption": 5}
+    for row in answers:
+        inputs = adapter.encode(processor, [decode_png(images[row["image_id"]])], [row["question"]])
+        sequences = model.generate(
+            **inputs.inputs,
+            custom_generate=CUSTOM_GENERATE[folder],
+            trust_remote_code=True,
+            max_new_tokens=limits[row["task"]],
+            alpha=0.9,
+            generators=[sample_generator(0, row["sample_id"], model.device)],
+            processor=processor,
+            questions=[row["question"]],
+        )
+        new = sequences[0, inputs.inputs["input_ids"].shape[1] :].tolist()
+        assert new[: len(row["token_ids"])] == row["token_ids"], row["sample_id"]

@@ -26,6 +26,8 @@ search). Use :func:`lookright.decoding.generate.generation_config` so a checkpoi
 sampling/penalty settings do not add logits processors.
 """
 
+from pathlib import Path
+
 from lookright.decoding.attention import attention_session
 from lookright.decoding.generate import DecodeOutput, generate, question_key_mask
 from lookright.decoding.params import (
@@ -39,7 +41,14 @@ from lookright.decoding.params import (
 from lookright.decoding.saliency import StepScorer, prefill_all_but_last
 from lookright.decoding.sgrs import SaliencyGuidedSampler, StepRecord
 
+CUSTOM_GENERATE: dict[str, str] = {
+    name: str(Path(__file__).parent / "hub" / name) for name in ("sgrs", "locore")
+}
+"""Local ``custom_generate`` folders: ``model.generate(**inputs, custom_generate=
+CUSTOM_GENERATE["sgrs"], trust_remote_code=True, alpha=0.6)`` decodes with SGRS."""
+
 __all__ = [
+    "CUSTOM_GENERATE",
     "FAMILY_BETA",
     "STRATEGIES",
     "DecodeOutput",

@@ -264,3 +264,54 @@ def _collect(
         time_s=elapsed,
         saliency_time_s=sampler.state.saliency_time_s if sampler is not None else 0.0,
     )
+
+
+def generate_for_transformers(
+    model: PreTrainedModel, strategies: Sequence[str], arguments: dict[str, Any]
+) -> torch.Tensor:
+    """The body of lookright's ``custom_generate`` folders (:data:`CUSTOM_GENERATE`).
+
+    ``arguments`` are what ``model.generate(..., custom_generate=<folder>)`` received: the
+    model inputs (``input_ids``, ``attention_mask``, ``pixel_values``, ...), ``max_new_tokens``
+    (or a ``generation_config``), ``strategy`` (one of ``strategies``; default the first), the
+    strategy's parameters as in :func:`generate` (``alpha``, ``top_k``, ``beta``, ...), and
+    optionally ``generators`` (one per sequence) and ``question_keys``, or ``processor`` +
+    ``questions`` to build them. Returns the sequences (prompt + new tokens), as ``generate``.
+    """
+    import inspect
+
+    arguments = {k: v for k, v in arguments.items() if v is not None}
+    own = set(inspect.signature(type(model).generate).parameters) - {"self", "kwargs"}
+    unsupported = sorted(
+        k for k in own & set(arguments) if k not in ("inputs", "generation_config") and arguments[k]
+    )
+    if unsupported:
+        raise ValueError(f"lookright's custom_generate does not support {unsupported}")
+    strategy = arguments.pop("strategy", strategies[0])
+    if strategy not in strategies:
+        raise ValueError(f"strategy must be one of {list(strategies)} here, got {strategy!r}")
+    config = arguments.pop("generation_config", None)
+    max_new_tokens = arguments.pop("max_new_tokens", None) or getattr(
+        config, "max_new_tokens", None
+    )
+    model_inputs = {k: arguments.pop(k) for k in list(arguments) if torch.is_tensor(arguments[k])}
+    if "inputs" in arguments:
+        model_inputs["input_ids"] = arguments.pop("inputs")
+    processor, questions = arguments.pop("processor", None), arguments.pop("questions", None)
+    if "question_keys" not in model_inputs and processor is not None and questions is not None:
+        image_token = getattr(model.config, "image_token_id", None)
+        model_inputs["question_keys"] = question_key_mask(
+            processor, model_inputs, questions, image_token
+        )
+    question_keys = model_inputs.pop("question_keys", None)
+    for key in own & set(arguments):
+        arguments.pop(key)
+    output = generate(
+        model,
+        model_inputs,
+        strategy,
+        max_new_tokens=max_new_tokens or 64,
+        question_keys=question_keys,
+        **arguments,
+    )
+    return output.sequences

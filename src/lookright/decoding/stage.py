@@ -282,7 +282,7 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 def decode_main(args: argparse.Namespace) -> int:
     """Entry point of ``lookright decode`` (arguments from :func:`add_decode_arguments`)."""
     from lookright.config import load_stage_config
-    from lookright.stage import fail_if_asked, stage_execution
+    from lookright.stage import data_inputs, fail_if_asked, stage_execution
 
     if args.strategy not in STRATEGIES:
         raise ConfigError(f"--strategy must be one of {list(STRATEGIES)}, got {args.strategy!r}")
@@ -298,6 +298,8 @@ def decode_main(args: argparse.Namespace) -> int:
         results_dir=args.results_dir,
         tags=tags,
         upstream=dict(args.upstream),
+        inputs=data_inputs(args.data),
+        input_context="inference",
     ) as run:
         fail_if_asked(args, "decode")
         metrics = run_decode(cfg, args.model_dir, args.data, args.strategy, args.out, run)

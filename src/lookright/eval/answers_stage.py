@@ -477,7 +477,7 @@ def _summary(metrics: Mapping[str, float], out: Path) -> str:
 def evaluate_answers_main(args: argparse.Namespace) -> int:
     """Entry point of ``lookright evaluate-answers``: one MLflow run, outputs in ``--out``."""
     from lookright.config import load_stage_config
-    from lookright.stage import fail_if_asked, stage_execution
+    from lookright.stage import data_inputs, fail_if_asked, stage_execution
 
     cfg = validate(load_stage_config(EvaluateConfig, *args.config, *args.config_json))
     with stage_execution(
@@ -488,6 +488,8 @@ def evaluate_answers_main(args: argparse.Namespace) -> int:
         tags=dict(args.tag),
         upstream=dict(args.upstream),
         params=dict(getattr(args, "param", [])),
+        inputs={"answers": args.answers, **data_inputs(args.data)},
+        input_context="evaluation",
     ) as run:
         fail_if_asked(args, STAGE)
         metrics = run_evaluate_answers(cfg, args.answers, args.data, args.out, run)

@@ -706,7 +706,7 @@ def add_evaluate_saliency_arguments(parser: argparse.ArgumentParser) -> argparse
 def evaluate_saliency_main(args: argparse.Namespace) -> int:
     """Entry point of ``lookright evaluate-saliency``."""
     from lookright.config import load_stage_config
-    from lookright.stage import fail_if_asked, stage_execution
+    from lookright.stage import data_inputs, fail_if_asked, stage_execution
 
     cfg = validate(load_stage_config(EvaluateConfig, *args.config, *args.config_json))
     if not (Path(args.model_dir) / "config.json").is_file():  # before the MLflow run opens
@@ -720,6 +720,8 @@ def evaluate_saliency_main(args: argparse.Namespace) -> int:
         tags=dict(args.tag),
         upstream=dict(args.upstream),
         params=dict(getattr(args, "param", [])),
+        inputs=data_inputs(args.data),
+        input_context="evaluation",
     ) as run:
         fail_if_asked(args, "evaluate_saliency")
         metrics = run_evaluate_saliency(cfg, args.model_dir, args.data, args.out, run)

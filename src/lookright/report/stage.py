@@ -96,7 +96,8 @@ def run_report(
     """Build the whole report into ``out_dir``; returns what was written (paths, row counts)."""
     validate(cfg)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "plots", out / "gallery"):  # declared outputs, even when empty
+        folder.mkdir(parents=True, exist_ok=True)
     outputs = discover(eval_dir)
     grpo = None if grpo_dir is None else Path(grpo_dir)
     content = ReportContent(

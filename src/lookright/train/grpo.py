@@ -648,7 +648,7 @@ def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def grpo_main(args: argparse.Namespace) -> int:
-    from lookright.stage import fail_if_asked, stage_execution
+    from lookright.stage import data_inputs, fail_if_asked, stage_execution
 
     cfg = load_stage_config(GrpoConfig, *args.config, *args.config_json)
     check_grpo_config(cfg)  # config errors before the MLflow run opens
@@ -661,6 +661,7 @@ def grpo_main(args: argparse.Namespace) -> int:
             tags={"lookright.reward_set": cfg.grpo.reward_set, **dict(args.tag)},
             upstream=dict(args.upstream),
             resume=True,
+            inputs=data_inputs(args.data),
         ) as run:
             fail_if_asked(args, "grpo")
             metrics = run_grpo(cfg, args.base, args.data, args.out, run)
