@@ -69,6 +69,7 @@ lint: install
 	$(BIN)/ruff format --check src tests benchmarks experiments
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix src tests benchmarks experiments

@@ -338,3 +338,39 @@ def test_unknown_reward_is_a_config_error(pipeline, capsys):
     assert not tracking.find_runs(
         pipeline["uri"], stage="grpo", filter_tags={"lookright.run_key": f"grpo:{out.resolve()}"}
     )
+
+
+def test_the_plain_trl_example_trains_with_lookrights_rewards(pipeline, tmp_path):
+    """examples/grpo_with_lookright_rewards.py: a user's own GRPOTrainer on their own JSONL
+    dataset with lookright's four rewards, 2 steps on the tiny SFT model."""
+    import subprocess
+
+    samples = pq.read_table(pipeline["data"] / "samples.parquet").to_pylist()
+    images = {
+        r["image_id"]: r for r in pq.read_table(pipeline["data"] / "images.parquet").to_pylist()
+    }
+    rows = [s for s in samples if s["split"] == "train" and s["task"] == "vqa" and s["boxes"]][:8]
+    lines = []
+    for row in rows:
+        path = tmp_path / f"{row['image_id']}.png"
+        path.write_bytes(images[row["image_id"]]["image_png"])
+        lines.append(
+            json.dumps(
+                {"image": str(path), "question": row["question"], "answer": row["answer"],
+                 "boxes": row["boxes"]}
+            )
+        )  # fmt: skip
+    (tmp_path / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    script = Path(__file__).resolve().parents[1] / "examples" / "grpo_with_lookright_rewards.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--model", str(pipeline["sft"] / "model"),
+         "--data", str(tmp_path / "prompts.jsonl"), "--out", str(tmp_path / "out"),
+         "--steps", "2"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = json.loads(next((tmp_path / "out").glob("checkpoint-*/trainer_state.json")).read_text())
+    logged = {k for entry in state["log_history"] for k in entry}
+    for name in ("accuracy", "format", "saliency_alignment", "region_attention"):
+        assert f"rewards/{name}/mean" in logged, sorted(logged)
+    assert (tmp_path / "out" / "config.json").is_file()

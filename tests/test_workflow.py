@@ -158,14 +158,10 @@ def test_snakemake_report_holds_the_page_plots_and_gallery(finished_workflow: Pa
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with zipfile.ZipFile(finished_workflow / "report.zip") as archive:
         names = archive.namelist()
-        index = next(n for n in names if n.endswith("/report.html") and n.count("/") == 1)
-        page = archive.read(index).decode()
-    ours = [n for n in names if n.endswith("report/report.html") and n != index]
-    assert ours, names[:20]
-    plots = sorted(Path(n).name for n in names if "/plots/" in n and n.endswith(".png"))
-    gallery = [n for n in names if "/gallery/" in n and n.endswith(".png")]
-    assert any(n.startswith("faithfulness") for n in plots), plots
-    assert any(n.startswith("grpo_rewards") for n in plots), plots
-    assert gallery, names
+        page = archive.read("report/report.html").decode()
+    files = sorted(Path(n).name for n in names if n.startswith("report/data/raw/"))
+    assert "report.html" in files, names[:20]  # lookright's own page, embedded
+    assert any(n.startswith("grpo_rewards") and n.endswith(".png") for n in files), files
+    assert any(n.startswith("gallery") and n.endswith(".png") for n in files), files
     for category in ("Report", "Plots", "Saliency gallery"):
         assert category in page

@@ -102,6 +102,8 @@ def test_explain_command_end_to_end(checkpoint, image_file, tmp_path, capsys):
     assert sorted(table.column("method").to_pylist()) == sorted(METHODS.split(","))
     for name in METHODS.split(","):
         assert Image.open(out / f"{name}.png").size == (112, 84)
+    panel = Image.open(out / "panel.png")  # the image, then one overlay per method
+    assert panel.width == 256 * (1 + len(METHODS.split(",")))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["generated"] is False and summary["box"] == [0.5, 0.6, 1.0, 1.0]
     assert set(summary["alignment"]) == set(METHODS.split(","))

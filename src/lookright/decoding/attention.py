@@ -217,7 +217,7 @@ def lookright_attention(
     session = _SESSIONS.get(id(module.config)) or _session_of(module.config)
     base = session.base_function(module)
     q_length, kv_length = query.shape[-2], key.shape[-2]
-    layer = module.layer_idx
+    layer = int(module.layer_idx)  # type: ignore[arg-type]
     if (  # the hot path: a decoding step this session leaves untouched
         q_length == 1
         and not session.graph_step
@@ -226,7 +226,7 @@ def lookright_attention(
         return base(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    scaling = module.scaling if scaling is None else scaling
+    scaling = float(module.scaling if scaling is None else scaling)  # type: ignore[arg-type]
     if q_length == kv_length:  # prefill
         session.prompt_width = kv_length
         session._bias_key = session._bias_value = None
@@ -286,7 +286,7 @@ def _text_configs(model: PreTrainedModel, adapter: VLMAdapter) -> list[Any]:
     """The distinct config objects the decoder's attention modules and mask creation read."""
     configs = [adapter.text_model(model).config]
     for layer in adapter.decoder_layers(model):
-        config = layer.self_attn.config
+        config = layer.self_attn.config  # type: ignore[union-attr]
         if all(config is not c for c in configs):
             configs.append(config)
     return configs

@@ -201,6 +201,7 @@ def generate(
             )
         scorer = None
         if scoring:
+            assert session is not None
             layers = layer_indices(sgrs_params.layers, session.n_layers)
             scorer = stack.enter_context(StepScorer(model, adapter, session, layers))
         processors = []
@@ -216,10 +217,11 @@ def generate(
             processors.append(sampler)
         _sync(device)
         start = time.perf_counter()
-        decode_inputs, cache = dict(inputs), {}
+        decode_inputs: dict[str, Any] = dict(inputs)
+        cache: dict[str, Any] = {}
         if scoring:
             decode_inputs, cache = prefill_all_but_last(model, inputs, config, session)
-        sequences = model.generate(
+        sequences = model.generate(  # type: ignore[operator]
             **decode_inputs, **cache, generation_config=config, logits_processor=processors or None
         )
         _sync(device)
@@ -281,7 +283,7 @@ def generate_for_transformers(
     import inspect
 
     arguments = {k: v for k, v in arguments.items() if v is not None}
-    own = set(inspect.signature(type(model).generate).parameters) - {"self", "kwargs"}
+    own = set(inspect.signature(model.generate).parameters) - {"kwargs"}  # type: ignore[arg-type]
     unsupported = sorted(
         k for k in own & set(arguments) if k not in ("inputs", "generation_config") and arguments[k]
     )

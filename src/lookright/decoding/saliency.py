@@ -9,7 +9,7 @@ row that PREDICTS it (the last row of the step) and
 with ``J`` = the question's tokens + the tokens generated so far (``tril`` is implicit: a
 single row has no future keys). This is the same quantity as the saliency engine's
 ``attention_gradient`` ``token_scores`` (lookright.saliency.gradient_methods), for one row
-(arXiv 2601.xxxxx LVLMs-Saliency, eq. for S(c); a test checks the equality).
+(LVLMs-Saliency, arXiv 2601.20279; docs/methods.md#step_saliency; a test checks the equality).
 
 How, with the KV cache and no second forward. Earlier rows need no gradient (causality: the
 cached keys/values of earlier positions are constants for this row), so only the one new row
@@ -76,7 +76,7 @@ def prefill_all_but_last(
     prefill_config = generation_config.__class__(
         **{**generation_config.to_dict(), "max_new_tokens": 1, "num_beams": 1}
     )
-    model.generate(**head, **{keyword: cache}, generation_config=prefill_config)
+    model.generate(**head, **{keyword: cache}, generation_config=prefill_config)  # type: ignore[operator]
     if session is not None:
         session.prompt_width = int(inputs["input_ids"].shape[1])
     return {k: inputs[k] for k in token_keys}, {keyword: cache}
@@ -159,8 +159,9 @@ class StepScorer:
         ``key_mask (B, S)``: 1 on the keys J (question + generated tokens) of each row.
         """
         logits = self.graph_logits
-        probs = [self.session.probs.get(layer) for layer in self.target_layers]
-        if logits is None or logits.grad_fn is None or any(p is None for p in probs):
+        found = [self.session.probs.get(layer) for layer in self.target_layers]
+        probs = [p for p in found if p is not None]
+        if logits is None or logits.grad_fn is None or len(probs) < len(found):
             self._release()
             raise RuntimeError(
                 "no one-row decoding step was recorded with gradients: score inside "
@@ -179,14 +180,13 @@ class StepScorer:
                 )
         finally:
             self._release()
-        total = None
+        total = torch.zeros(())
         for attention, grad in zip(probs, grads, strict=True):
             if grad is None:
                 grad = attention.new_zeros((count, *attention.shape))
             # (K, B, H, 1, S) -> mean over heads -> (K, B, S)
             saliency = (attention.detach()[None] * grad).abs().mean(dim=2)[:, :, 0, :]
-            saliency = saliency / saliency.norm(dim=-1, keepdim=True).clamp_min(TINY)
-            total = saliency if total is None else total + saliency
+            total = total + saliency / saliency.norm(dim=-1, keepdim=True).clamp_min(TINY)
         total = total / len(probs)
         keys = key_mask[:, : total.shape[-1]].to(total.dtype)
         per_candidate = (total * keys[None]).sum(dim=-1) / keys.sum(dim=-1).clamp_min(1.0)

@@ -94,6 +94,7 @@ class SaliencyGuidedSampler(LogitsProcessor):
         return mask
 
     def _saliency(self, candidates: torch.Tensor, width: int) -> torch.Tensor:
+        assert self.scorer is not None  # checked in __init__ for every scoring mode
         start = time.perf_counter()
         scores = self.scorer.scores(candidates, self._key_mask(width).to(candidates.device))
         if candidates.is_cuda:
@@ -170,7 +171,7 @@ class SaliencyGuidedSampler(LogitsProcessor):
         )
         forced = torch.full_like(scores, -math.inf)
         forced.scatter_(1, chosen[:, None], 0.0)
-        return forced
+        return forced  # type: ignore[return-value]
 
     def _reject(
         self,

@@ -5,9 +5,13 @@
         [--box x1,y1,x2,y2]
 
 Generates the answer greedily (or teacher-forces ``--answer``), computes the maps, writes
-``<out>/maps.parquet`` (:mod:`storage`), one PNG overlay per method (``<out>/<method>.png``)
-and ``<out>/summary.json``, and prints the alignment score of each map with the box when one
-is given (normalised coordinates, x by width, y by height).
+``<out>/maps.parquet`` (:mod:`storage`), one PNG overlay per method (``<out>/<method>.png``),
+a side-by-side panel of all methods (``<out>/panel.png``) and ``<out>/summary.json``, and
+prints the alignment score of each map with the box when one is given (normalised
+coordinates, x by width, y by height).
+
+From Python, :func:`explain` does the same on a loaded model and returns an
+:class:`Explanation` (``lookright.explain``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +29,9 @@ from PIL import Image, UnidentifiedImageError
 from lookright.eval.localisation import alignment_score
 from lookright.models.base import LoadedModel, load_model
 from lookright.saliency.api import available_methods, explain_sample
-from lookright.saliency.render import save_overlay
+from lookright.saliency.render import overlay, panel, save_overlay
 from lookright.saliency.storage import map_row, write_maps
+from lookright.saliency.types import SaliencyResult
 
 
 def parse_methods(text: str | Sequence[str]) -> list[str]:
@@ -75,12 +81,69 @@ def generate_answer(
     loaded: LoadedModel, image: Image.Image, question: str, max_new_tokens: int
 ) -> str:
     """Greedy completion of the prompt, decoded keeping ``<think>`` tags (not special tokens)."""
+    from lookright.decoding.generate import generate
+
     encoded = loaded.adapter.encode(loaded.processor, [image], [question])
     inputs = encoded.inputs.to(next(loaded.model.parameters()).device)
-    with torch.no_grad():
-        output = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new_tokens = output[0, inputs["input_ids"].shape[1] :]
-    return loaded.processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
+    output = generate(
+        loaded.model, inputs, "greedy", max_new_tokens=max_new_tokens, adapter=loaded.adapter
+    )
+    return loaded.processor.tokenizer.decode(output.tokens[0], skip_special_tokens=True)
+
+
+@dataclass
+class Explanation:
+    """Where a model looked when it gave ``completion`` to ``question`` about ``image``.
+
+    ``maps[method]`` is that method's :class:`SaliencyResult` (``response_map`` on the model's
+    visual-token grid, or ``None`` with a ``reason``); ``generated`` says whether the
+    completion was generated (greedy) or given.
+    """
+
+    image: Image.Image
+    question: str
+    completion: str
+    generated: bool
+    maps: dict[str, SaliencyResult]
+
+    def overlay(self, method: str, boxes: Sequence[Sequence[float]] | None = None) -> Image.Image:
+        """The image with ``method``'s map blended over it (and normalised boxes drawn)."""
+        return overlay(self.image, self.maps[method].response_map, boxes)
+
+    def panel(self, boxes: Sequence[Sequence[float]] | None = None) -> Image.Image:
+        """The image and every method's overlay side by side."""
+        return panel(self.image, {k: r.response_map for k, r in self.maps.items()}, boxes)
+
+
+def explain(
+    model: Any,
+    processor: Any,
+    image: Image.Image,
+    question: str,
+    answer: str | None = None,
+    methods: Sequence[str] = ("logit_decomposition",),
+    *,
+    max_new_tokens: int = 64,
+) -> Explanation:
+    """Saliency maps of one answer about one image, from every method in ``methods``.
+
+    ``model``/``processor``: a supported VLM (Qwen2.5-VL, Qwen2-VL, LLaVA-1.5) as loaded by
+    ``from_pretrained`` (or :func:`lookright.models.load_model`); ``answer``: the completion
+    to explain, teacher-forced; None generates it greedily (up to ``max_new_tokens``).
+    Methods: :func:`lookright.saliency.available_methods` (e.g. ``logit_decomposition``,
+    ``cot_bottleneck`` of Saliency-R1, ``attention_gradient`` of LVLMs-Saliency, ``glimpse``).
+    """
+    from lookright.models.base import adapter_for
+
+    names = parse_methods(methods)
+    adapter = adapter_for(model)
+    loaded = LoadedModel(model, processor, adapter)
+    picture = image.convert("RGB")
+    completion = (
+        answer if answer is not None else generate_answer(loaded, picture, question, max_new_tokens)
+    )
+    maps = explain_sample(model, processor, picture, question, completion, names, adapter)
+    return Explanation(picture, question, completion, answer is None, maps)
 
 
 def run_explain(
@@ -100,12 +163,11 @@ def run_explain(
     picture = open_image(image)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = load_model(model, family=family, device=device)
-    completion = (
-        answer if answer is not None else generate_answer(loaded, picture, question, max_new_tokens)
-    )
-    results = explain_sample(
-        loaded.model, loaded.processor, picture, question, completion, names, loaded.adapter
-    )
+    explanation = explain(
+        loaded.model, loaded.processor, picture, question, answer, names,
+        max_new_tokens=max_new_tokens,
+    )  # fmt: skip
+    results, completion = explanation.maps, explanation.completion
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, overlays, scores = [], {}, {}
@@ -122,6 +184,8 @@ def run_explain(
                 out_dir / f"{name}.png", picture, result.response_map, [box] if box else None
             )
         )
+    boxes = [box] if box else None
+    explanation.panel(boxes).save(out_dir / "panel.png", format="PNG")
     summary = {
         "model": model,
         "image": str(image),
@@ -130,6 +194,7 @@ def run_explain(
         "generated": answer is None,
         "maps": str(write_maps(rows, out_dir / "maps.parquet")),
         "overlays": overlays,
+        "panel": str(out_dir / "panel.png"),
         "no_map": {name: r.reason for name, r in results.items() if not r.has_map},
         "alignment": scores if box else None,
         "box": box,

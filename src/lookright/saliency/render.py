@@ -92,3 +92,24 @@ def save_overlay(
     path.parent.mkdir(parents=True, exist_ok=True)
     overlay(image, saliency_map, boxes).save(path, format="PNG")
     return path
+
+
+def panel(
+    image: Image.Image,
+    maps: dict[str, np.ndarray | None],
+    boxes: Sequence[Sequence[float]] | None = None,
+    tile: int = 256,
+) -> Image.Image:
+    """One row of overlays, one per method (titled), after the plain image: a side-by-side
+    comparison of methods on one image."""
+    titled = [("image", image.convert("RGB"))]
+    titled += [(name, overlay(image, values, boxes)) for name, values in maps.items()]
+    scale = tile / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    header = 16
+    sheet = Image.new("RGB", (size[0] * len(titled), size[1] + header), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for column, (name, picture) in enumerate(titled):
+        sheet.paste(picture.resize(size, Image.BILINEAR), (column * size[0], header))
+        draw.text((column * size[0] + 3, 2), name[: max(4, size[0] // 7)], fill=(0, 0, 0))
+    return sheet
