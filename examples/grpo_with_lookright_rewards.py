@@ -9,6 +9,7 @@ prompts.jsonl: one object per line, {"image": <path>, "question": ..., "answer":
 
 import argparse
 
+import torch
 from datasets import Dataset
 from PIL import Image
 from trl import GRPOConfig, GRPOTrainer
@@ -27,6 +28,7 @@ parser.add_argument("--model", required=True)
 parser.add_argument("--data", required=True)
 parser.add_argument("--out", default="grpo-out")
 parser.add_argument("--steps", type=int, default=100)
+parser.add_argument("--logging-steps", type=int, default=10)
 parser.add_argument("--use-vllm", action="store_true")
 args = parser.parse_args()
 
@@ -47,10 +49,13 @@ rewards = [
 config = GRPOConfig(
     output_dir=args.out,
     max_steps=args.steps,
+    logging_steps=args.logging_steps,
     per_device_train_batch_size=4,
     num_generations=4,
     max_completion_length=64,
     use_vllm=args.use_vllm,
+    bf16=torch.cuda.is_available(),
+    use_cpu=not torch.cuda.is_available(),
     remove_unused_columns=False,  # the rewards read the boxes, images and answers columns
     report_to="none",
 )

@@ -365,7 +365,7 @@ def test_the_plain_trl_example_trains_with_lookrights_rewards(pipeline, tmp_path
     result = subprocess.run(
         [sys.executable, str(script), "--model", str(pipeline["sft"] / "model"),
          "--data", str(tmp_path / "prompts.jsonl"), "--out", str(tmp_path / "out"),
-         "--steps", "2"],
+         "--steps", "2", "--logging-steps", "1"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
