@@ -65,15 +65,15 @@ test-latest: install
 	PATH=$(abspath $(LATEST))/bin:$$PATH $(LATEST)/bin/pytest -q --durations=10
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks experiments
-	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/ruff check src tests benchmarks experiments examples
+	$(BIN)/ruff format --check src tests benchmarks experiments examples
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff check --fix src tests benchmarks experiments
-	$(BIN)/ruff format src tests benchmarks experiments
+	$(BIN)/ruff check --fix src tests benchmarks experiments examples
+	$(BIN)/ruff format src tests benchmarks experiments examples
 	$(BIN)/snakefmt Snakefile rules
 
 clean:
