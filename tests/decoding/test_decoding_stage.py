@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -40,30 +41,29 @@ def stage_inputs(build_tiny, images, tmp_path_factory):
     image_rows = [
         {
             "image_id": f"im{k}",
-            "split": "test",
-            "source": "shapes",
-            "image_png": png,
+            "image_bytes": png,
+            "image_format": "PNG",
             "width": 112,
             "height": 112,
-            "objects": ["circle"],
-            "object_boxes": [[0.1, 0.1, 0.4, 0.4]],
         }
         for k, png in enumerate(pngs)
     ]
     write_rows(image_rows, IMAGES, data / "images.parquet")
-    sample_rows = [
-        dict(
-            zip(
-                ("sample_id", "image_id", "split", "task", "question", "answer", "pope_split"),
-                row,
-                strict=True,
-            ),
-            boxes=[],
-        )
-        for row in SAMPLE_ROWS
-    ]
-    write_rows(sample_rows, SAMPLES, data / "samples.parquet")
+    write_rows([_sample(row) for row in SAMPLE_ROWS], SAMPLES, data / "samples.parquet")
     return root
+
+
+def _sample(row: tuple) -> dict:
+    names = ("sample_id", "image_id", "split", "task", "question", "answer", "pope_split")
+    return {
+        **dict(zip(names, row, strict=True)),
+        "source": "pope" if row[3] == "pope" else "coco",
+        "roles": ["eval"],
+        "boxes": [],
+        "objects": ["circle"],
+        "object_boxes": [[0.1, 0.1, 0.4, 0.4]],
+        "object_vocabulary": "shapes",
+    }
 
 
 def _args(root, strategy, out, **decode):
@@ -126,6 +126,28 @@ def test_decode_stage_writes_answers_metrics_and_a_run(stage_inputs, monkeypatch
     assert decode_main(_args(stage_inputs, "beam", beam, num_beams=2, tasks=["pope"])) == 0
     beam_rows = pq.read_table(beam / "answers.parquet").to_pylist()
     assert len(beam_rows) == 3 and all(r["token_saliency"] is None for r in beam_rows)
+
+
+def test_decode_subsample_covers_every_pope_split(stage_inputs, tmp_path, monkeypatch):
+    """decode.max_samples used to take the first N POPE rows by id: on real POPE data the
+    "pope-adversarial-*" ids sort first, so the "average over splits" was one split."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = tmp_path / "model_and_data"
+    shutil.copytree(stage_inputs / "model", data / "model")
+    (data / "data").mkdir()
+    shutil.copy(stage_inputs / "data" / "images.parquet", data / "data" / "images.parquet")
+    extra = [
+        (f"pope-adversarial-{k}", "im0", "test", "pope", "Is there a cross?", "no", "adversarial")
+        for k in range(4)
+    ]
+    rows = [_sample(r) for r in (*SAMPLE_ROWS, *extra)]
+    write_rows(rows, SAMPLES, data / "data" / "samples.parquet")
+    out = tmp_path / "out"
+    assert decode_main(_args(data, "greedy", out, max_samples=3, tasks=["pope"])) == 0
+    decoded = pq.read_table(out / "answers.parquet").to_pylist()
+    assert sorted(r["pope_split"] for r in decoded) == ["adversarial", "popular", "random"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [metrics[f"pope_{s}_n"] for s in ("random", "popular", "adversarial")] == [1, 1, 1]
 
 
 def test_decode_stage_errors(stage_inputs):
