@@ -291,3 +291,28 @@ def test_atomic_write_leaves_no_temp_file_on_failure(tmp_path):
         atomic_write_table(table, blocked)
     assert blocked.is_dir() and (blocked / "inside").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked.parquet", "t.parquet"]
+
+
+def test_vqa_hat_entry_reads_the_train_split_by_image_template(tmp_path):
+    """The image name of the VQA v1 files was hard-coded to COCO_val2014_%012d.jpg."""
+    train2014 = tmp_path / "train2014"
+    train2014.mkdir()
+    image = (IMG / "COCO_val2014_000000000001.jpg").read_bytes()
+    (train2014 / "COCO_train2014_000000000001.jpg").write_bytes(image)
+    questions = {"questions": [{"question_id": 1001, "image_id": 1, "question": "Colour?"}]}
+    answers = {"annotations": [{"question_id": 1001, "multiple_choice_answer": "red"}]}
+    (tmp_path / "q.json").write_text(json.dumps(questions))
+    (tmp_path / "a.json").write_text(json.dumps(answers))
+    entry = {
+        "reader": "vqa_hat",
+        "maps_dir": str(REAL / "vqa_hat" / "maps"),
+        "vqa_questions": str(tmp_path / "q.json"),
+        "vqa_annotations": str(tmp_path / "a.json"),
+        "image_template": "COCO_train2014_{image_id:012d}.jpg",
+        "image_root": str(train2014),
+        "split": "train",
+    }
+    summary = prepare(_section(source="real", real=[entry]), tmp_path / "data")
+    assert summary["samples_by_split_task"] == {"train/vqa": 1} and summary["n_rejected"] == 0
+    with pytest.raises(ConfigError, match="only a vqa_hat entry reading vqa_questions"):
+        prepare(_section(source="real", real=[{**POPE, "image_template": "x"}]), tmp_path / "b")

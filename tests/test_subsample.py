@@ -126,3 +126,30 @@ def test_load_subsample_reads_stratified_rows_of_prepared_data(tmp_path):
     assert Counter(r["pope_split"] for r in rows) == {"random": 1, "popular": 1, "adversarial": 1}
     assert all(r["image_bytes"] for r in rows)
     assert load_subsample(tmp_path, "test", ["pope"], ["sft"], 3, seed=0).num_rows == 0
+
+
+def test_evaluate_scores_every_source(tmp_path):
+    """evaluate.max_samples took the first N test VQA rows by id: saliency-r1-8k's sort
+    before vqa-hat's, so NSS (VQA-HAT only) was never computed."""
+    from lookright.eval.saliency_stage import load_vqa_samples
+
+    real = [
+        {
+            "reader": "saliency_r1",
+            "source": str(REAL / "saliency_r1" / "train.parquet"),
+            "split": "test",
+        },
+        {
+            "reader": "vqa_hat",
+            "maps_dir": str(REAL / "vqa_hat" / "maps"),
+            "questions": str(REAL / "vqa_hat" / "questions.json"),
+            "image_root": str(REAL / "images"),
+        },
+    ]
+    section = load_stage_config(
+        PrepareDataConfig, {"data": {"source": "real", "max_rejected_fraction": 0.9, "real": real}}
+    ).data
+    prepare(section, tmp_path)
+    rows = load_vqa_samples(tmp_path, "test", 4, seed=0)
+    assert Counter(r["source"] for r in rows) == {"saliency-r1-8k": 2, "vqa-hat": 2}
+    assert sum(r["human_map"] is not None for r in rows) == 2

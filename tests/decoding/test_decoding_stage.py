@@ -136,11 +136,12 @@ def test_decode_subsample_covers_every_pope_split(stage_inputs, tmp_path, monkey
     shutil.copytree(stage_inputs / "model", data / "model")
     (data / "data").mkdir()
     shutil.copy(stage_inputs / "data" / "images.parquet", data / "data" / "images.parquet")
-    extra = [
-        (f"pope-adversarial-{k}", "im0", "test", "pope", "Is there a cross?", "no", "adversarial")
-        for k in range(4)
+    pope = [  # POPE's own ids: "pope-adversarial-*" sorts before "pope-popular-*", "pope-random-*"
+        (f"pope-{split}-{k}", f"im{k % 2}", "test", "pope", "Is there a cross?", label, split)
+        for split in ("random", "popular", "adversarial")
+        for k, label in enumerate(("yes", "no", "yes", "no"))
     ]
-    rows = [_sample(r) for r in (*SAMPLE_ROWS, *extra)]
+    rows = [_sample(r) for r in pope]
     write_rows(rows, SAMPLES, data / "data" / "samples.parquet")
     out = tmp_path / "out"
     assert decode_main(_args(data, "greedy", out, max_samples=3, tasks=["pope"])) == 0

@@ -1,8 +1,9 @@
 """Write the ``prepare_data`` tables in bounded batches: :class:`ParquetSink`.
 
 Readers (:mod:`lookright.data.readers`) hand it one row at a time; it buffers at most
-``batch_rows`` rows or ``batch_bytes`` bytes per table, then appends them to the table's
-Parquet file as one row group, so memory does not grow with the data set (200k images).
+``batch_rows`` rows (64 images, 1024 samples) or ``batch_bytes`` (16 MB) per table, then
+appends them to the table's Parquet file as one row group, so memory does not grow with the
+data set (200k images; measured in BENCHMARKS.md).
 Each image is written once, keyed by its ``image_id`` (the SHA-256 of its bytes). The files
 are written under temporary names and renamed into place by :meth:`ParquetSink.finish`, so a
 reader of the output folder sees complete tables or none.
@@ -32,8 +33,9 @@ from lookright.data.schema import IMAGES, REJECTED, SAMPLES
 from lookright.data.validate import StoredImage
 from lookright.io import rows_to_table
 
-BATCH_ROWS = 256
-BATCH_BYTES = 64 << 20
+BATCH_ROWS = {"images": 64, "samples": 1024, "rejected": 1024}
+"""Rows per row group (at most): 64 images of ~150 KB keep a batch near 10 MB."""
+BATCH_BYTES = 16 << 20
 TABLES = {"images": IMAGES, "samples": SAMPLES, "rejected": REJECTED}
 
 
@@ -140,13 +142,20 @@ class ParquetSink:
     def __init__(
         self,
         out_dir: str | os.PathLike[str],
-        batch_rows: int = BATCH_ROWS,
+        batch_rows: int | None = None,
         batch_bytes: int = BATCH_BYTES,
     ) -> None:
+        """``batch_rows`` (default :data:`BATCH_ROWS` per table) and ``batch_bytes`` bound
+        the rows buffered per table before they are written as one row group."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.tables = {
-            name: _Table(self.out_dir / f"{name}.parquet", schema, batch_rows, batch_bytes)
+            name: _Table(
+                self.out_dir / f"{name}.parquet",
+                schema,
+                batch_rows or BATCH_ROWS[name],
+                batch_bytes,
+            )
             for name, schema in TABLES.items()
         }
         self.image_ids: set[str] = set()

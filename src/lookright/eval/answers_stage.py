@@ -472,6 +472,7 @@ def _flat_metrics(
     for row in pope:
         for name in POPE_METRICS:
             metrics[f"pope/{row['split']}/{name}"] = float(row[name])
+        metrics[f"pope/{row['split']}/n"] = float(row["n"])
     if pope:
         metrics["n_pope"] = float(n_pope)
     if chair is not None:
