@@ -168,7 +168,7 @@ def dataset(n: int, image_size: int):
             "boxes": [[[0.0, 0.0, 0.5, 0.5]]] * n,
             "width": [image_size] * n,
             "height": [image_size] * n,
-            "image_png": pngs,
+            "image_bytes": pngs,
         }
     )
     return grpo_dataset(table)

@@ -31,7 +31,7 @@ from lookright.eval.localisation import alignment_score
 from lookright.models.base import load_model
 from lookright.saliency.api import explain_batch
 from lookright.train.common import greedy_answers
-from lookright.train.datasets import decode_png, load_samples
+from lookright.train.datasets import decode_image, load_samples
 
 METHODS = (
     "logit_decomposition",
@@ -58,7 +58,7 @@ def object_cell(row: dict, grid: tuple[int, int]) -> int:
 
 def occlusion(loaded, row: dict, grid: tuple[int, int], max_new_tokens: int) -> list[int]:
     """Grid cells whose grey-out changes the greedy answer."""
-    image = np.array(decode_png(row["image_png"]))
+    image = np.array(decode_image(row["image_bytes"]))
     height, width = image.shape[0] // grid[0], image.shape[1] // grid[1]
     variants = [image]
     for cell in range(grid[0] * grid[1]):
@@ -66,7 +66,7 @@ def occlusion(loaded, row: dict, grid: tuple[int, int], max_new_tokens: int) -> 
         copy = image.copy()
         copy[r * height : (r + 1) * height, c * width : (c + 1) * width] = GREY
         variants.append(copy)
-    rows = [{"image_png": None, "question": row["question"]} for _ in variants]
+    rows = [{"image_bytes": None, "question": row["question"]} for _ in variants]
     encoded = loaded.adapter.encode(
         loaded.processor, [Image.fromarray(v) for v in variants], [r["question"] for r in rows]
     )
@@ -88,7 +88,9 @@ def occlusion(loaded, row: dict, grid: tuple[int, int], max_new_tokens: int) -> 
 def question_word_attention(loaded, row: dict, grid: tuple[int, int]) -> list[float] | None:
     """Per layer: share of the question's last word's visual attention on the object cell."""
     model, adapter = loaded.model, loaded.adapter
-    encoded = adapter.encode(loaded.processor, [decode_png(row["image_png"])], [row["question"]])
+    encoded = adapter.encode(
+        loaded.processor, [decode_image(row["image_bytes"])], [row["question"]]
+    )
     ids = encoded.inputs["input_ids"][0]
     visual = (ids == adapter.image_token_id(model)).nonzero().flatten()
     tokens = loaded.processor.tokenizer.convert_ids_to_tokens(ids)
@@ -131,7 +133,7 @@ def main() -> None:
         rows,
         max_new_tokens=args.max_new_tokens,
     )
-    images = [decode_png(r["image_png"]) for r in rows]
+    images = [decode_image(r["image_bytes"]) for r in rows]
     maps = explain_batch(
         loaded.model,
         loaded.processor,

@@ -55,7 +55,9 @@ def code_fingerprint(*modules):
 
 
 CORE_CODE = ("cli", "config", "io", "tracking", "stage", "launch")
-TRAIN_CODE = (*CORE_CODE, "models", "train/common", "train/datasets", "eval/accuracy")
+# The sample selection every model stage shares: roles, stratified subsamples, the schema.
+DATA_ACCESS_CODE = ("train/datasets", "data/schema", "data/subsample")
+TRAIN_CODE = (*CORE_CODE, "models", "train/common", *DATA_ACCESS_CODE, "eval/accuracy")
 
 
 def stage_config(*sections):
@@ -230,7 +232,7 @@ DECODE_SHARED_KEYS = ("run_strategies", "run_sources", "sgrs", "locore", "num_be
 DECODE_CODE = (
     *CORE_CODE,
     "models",
-    "train/datasets",
+    *DATA_ACCESS_CODE,
     "decoding",
     "saliency/attention_math",
     "saliency/batch",
@@ -303,7 +305,7 @@ EVALUATE_SALIENCY_CODE = (
     *CORE_CODE,
     "models",
     "train/common",
-    "train/datasets",
+    *DATA_ACCESS_CODE,
     "saliency",
     "eval/__init__",
     "eval/config",
@@ -315,6 +317,7 @@ EVALUATE_SALIENCY_CODE = (
 )
 EVALUATE_ANSWERS_CODE = (
     *CORE_CODE,
+    "data/schema",
     "eval/__init__",
     "eval/config",
     "eval/answers_stage",

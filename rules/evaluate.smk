@@ -46,7 +46,7 @@ rule evaluate_answers:
     input:
         answers=rules.decode.output.answers,
         decode_run=rules.decode.output.run,
-        images=rules.prepare_data.output.images,
+        samples=rules.prepare_data.output.samples,
     output:
         pope=f"{RESULTS}/eval/{{model}}/{{source}}/{{strategy}}/pope.parquet",
         chair=f"{RESULTS}/eval/{{model}}/{{source}}/{{strategy}}/chair.parquet",
@@ -73,7 +73,7 @@ rule evaluate_answers:
         code=code_fingerprint(*EVALUATE_ANSWERS_CODE),
         ablation=ablation_params,
         out=subpath(output.metrics, parent=True),
-        data=subpath(input.images, parent=True),
+        data=subpath(input.samples, parent=True),
     shell:
         "lookright evaluate-answers --config-json {params.cfg:q} --data {params.data}"
         " --answers {input.answers:q} --out {params.out:q} --upstream decode={input.decode_run:q}"

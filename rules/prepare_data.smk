@@ -19,6 +19,9 @@ rule prepare_data:
         cfg=stage_config("data"),
         code=code_fingerprint(*CORE_CODE, "data"),
         out=subpath(output.summary, parent=True),
+        # outside the outputs: a failed job's outputs are deleted, this copy stays
+        keep_rejected=f"{LOGS}/prepare_data.rejected.parquet",
     shell:
         "lookright prepare-data --config-json {params.cfg:q} --out {params.out}"
+        " --keep-rejected {params.keep_rejected:q}"
         " --tag snakemake.rule=prepare_data {params.debug} > {log} 2>&1"

@@ -217,3 +217,84 @@ def test_cluster_config_validates_and_names_real_models_and_readers(full_config)
     assert readers == {"saliency_r1", "llava_conversations", "pope", "coco", "vqa_hat"}
     for name in merged["run_models"]:
         assert merged["models"][name]["base"] != "pretrain"
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    """``{"a.b.c": value}`` of every non-dict value of a nested dict."""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= _leaves(value, f"{path}.")
+        else:
+            out[path] = value
+    return out
+
+
+TINY_MODEL_KEYS = (
+    # values the embedded default picks for the tiny CPU model; a real run must set its own
+    "grpo.learning_rate",  # 5e-4 for the tiny model; the paper's 1e-5 for 3B/7B
+    "grpo.steps",
+    "grpo.batch_size",
+    "grpo.gradient_accumulation_steps",
+    "grpo.num_generations",
+    "grpo.max_completion_length",
+    "grpo.max_new_tokens",
+    "grpo.eval_samples",
+    "grpo.save_steps",
+    "grpo.reward_options.saliency_alignment.method",
+    "grpo.reward_options.saliency_alignment.batch_size",
+    "grpo.reward_options.region_attention.batch_size",
+    "decode.max_samples",  # 60 keeps 36 CPU branches short; POPE has 3 x 3,000 questions
+    "decode.max_new_tokens.pope",
+    "decode.max_new_tokens.caption",
+    "decode.batch_size",
+    "evaluate.max_samples",
+    "evaluate.max_new_tokens",
+    "evaluate.batch_size",
+    "evaluate.faithfulness.max_samples",
+    "evaluate.faithfulness.curve_steps",
+    "evaluate.chair.vocabulary",  # was inherited as "shapes": CHAIR 0 on COCO
+    "sft.steps",
+    "sft.learning_rate",
+    "sft.batch_size",
+    "sft.gradient_accumulation_steps",
+    "sft.gradient_checkpointing",
+    "sft.lora.enabled",
+    "sft.min_accuracy",  # 0.8 is the tiny model's recipe
+    "sft.max_new_tokens",
+    "sft.eval_samples",
+    "resources.train_gpus",
+    "resources.decode_gpus",
+    "tracking.uri",
+    "results_dir",
+    "logs_dir",
+    "data.source",
+    "run_models",
+)
+"""Keys of config/config.yaml that config/cluster.yaml must set itself (never inherit)."""
+INHERITED_ON_PURPOSE = {
+    "data.shapes.": "the synthetic generator: not read when data.source is real",
+    "pretrain.": "only for models with base: pretrain; the cluster models have real bases",
+    "models.tiny-qwen2.5-vl.": "a catalogue entry; run_models does not name it",
+}
+
+
+def test_cluster_config_sets_every_tiny_model_value_itself():
+    """config/cluster.yaml used to inherit grpo.learning_rate 5e-4, decode.max_samples 60 and
+    evaluate.chair.vocabulary shapes from the tiny-model default, without a word."""
+    default, cluster = _leaves(_yaml("config.yaml")), _leaves(_yaml("cluster.yaml"))
+    missing = [key for key in TINY_MODEL_KEYS if key not in cluster]
+    assert not missing, f"config/cluster.yaml inherits tiny-model values: {missing}"
+    assert set(TINY_MODEL_KEYS) <= set(default)  # the list names real keys
+    undecided = [
+        key
+        for key in default
+        if key not in cluster and not key.startswith(tuple(INHERITED_ON_PURPOSE))
+    ]
+    assert not undecided, (
+        f"config/config.yaml sets {undecided}, which config/cluster.yaml neither sets nor "
+        "inherits on purpose: decide its real-run value"
+    )
+    assert cluster["grpo.learning_rate"] <= 1e-4 and cluster["decode.max_samples"] != 60
+    assert cluster["evaluate.chair.vocabulary"] == "auto"

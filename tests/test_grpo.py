@@ -352,8 +352,9 @@ def test_the_plain_trl_example_trains_with_lookrights_rewards(pipeline, tmp_path
     rows = [s for s in samples if s["split"] == "train" and s["task"] == "vqa" and s["boxes"]][:8]
     lines = []
     for row in rows:
-        path = tmp_path / f"{row['image_id']}.png"
-        path.write_bytes(images[row["image_id"]]["image_png"])
+        image = images[row["image_id"]]
+        path = tmp_path / f"{row['image_id']}.{image['image_format'].lower()}"
+        path.write_bytes(image["image_bytes"])
         lines.append(
             json.dumps(
                 {"image": str(path), "question": row["question"], "answer": row["answer"],
@@ -374,3 +375,57 @@ def test_the_plain_trl_example_trains_with_lookrights_rewards(pipeline, tmp_path
     for name in ("accuracy", "format", "saliency_alignment", "region_attention"):
         assert f"rewards/{name}/mean" in logged, sorted(logged)
     assert (tmp_path / "out" / "config.json").is_file()
+
+
+# --------------------------------------------------------------------------- prompts by role
+
+REAL = Path(__file__).parent / "fixtures" / "real"
+
+
+def _real_data(tmp_path: Path, llava_roles: list[str]) -> Path:
+    from lookright.config import PrepareDataConfig, load_stage_config
+    from lookright.data.prepare import prepare
+
+    real = [
+        {
+            "reader": "saliency_r1",
+            "source": str(REAL / "saliency_r1" / "train.parquet"),
+            "holdout": 0,
+        },
+        {
+            "reader": "llava_conversations",
+            "json_path": str(REAL / "llava" / "sft.json"),
+            "image_root": str(REAL / "images"),
+            "roles": llava_roles,
+        },
+    ]
+    section = {"source": "real", "max_rejected_fraction": 0.9, "real": real}
+    prepare(load_stage_config(PrepareDataConfig, {"data": section}).data, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_grpo_prompts_are_the_rl_rows_with_boxes(tmp_path):
+    """task_mix [vqa] used to take every VQA train row: the cold-start rows (no box, so no
+    saliency reward) with the boxed saliency-r1-8k prompts."""
+    from lookright.train.grpo import GrpoSection, grpo_prompts
+
+    data = _real_data(tmp_path, ["sft"])
+    section = GrpoSection(reward_set="acc+fmt+sal")
+    prompts = grpo_prompts(data, section).to_pylist()
+    assert len(prompts) == 6 and all(p["boxes"] for p in prompts)
+    assert {p["source"] for p in prompts} == {"saliency-r1-8k"}
+
+
+def test_grpo_refuses_prompts_without_boxes_for_box_rewards(tmp_path):
+    from lookright.config import ConfigError
+    from lookright.train.grpo import GrpoSection, grpo_prompts
+
+    data = _real_data(tmp_path, ["sft", "rl"])  # cold-start rows also given to GRPO
+    with pytest.raises(ConfigError, match=r"3 of 9 prompts \(role 'rl'\) have no evidence box"):
+        grpo_prompts(data, GrpoSection(reward_set="acc+fmt+sal"))
+    with pytest.raises(ConfigError, match=r"\['region_attention'\]"):
+        grpo_prompts(data, GrpoSection(reward_set="sayo"))
+    assert grpo_prompts(data, GrpoSection(reward_set="acc+fmt")).num_rows == 9  # no box needed
+    monitored = GrpoSection(reward_set="acc", monitor_alignment=True)
+    with pytest.raises(ConfigError, match="saliency_alignment"):
+        grpo_prompts(data, monitored)

@@ -6,6 +6,7 @@ annotated with the rejection reason it must produce).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -23,6 +24,7 @@ from lookright.data.readers import (
     read_pope,
     read_saliency_r1,
     read_vqa_hat,
+    reference_holdout,
     split_think,
     vqa_hat_question_ids,
     vqa_v1_questions,
@@ -37,6 +39,7 @@ IMG = REAL / "images"
 NOT_JSON = REAL / "bad" / "not_json.json"
 POPE_FILES = [REAL / "pope" / f"coco_pope_{s}.json" for s in ("random", "popular", "adversarial")]
 CAPTIONS = REAL / "coco" / "annotations" / "captions_val2014.json"
+IMG1_NAME = "COCO_val2014_000000000001.jpg"
 INSTANCES = REAL / "coco" / "annotations" / "instances_val2014.json"
 
 
@@ -82,7 +85,8 @@ def _reasons(result: ReadResult) -> dict[int, str]:
 
 
 def _check_schema(result: ReadResult) -> None:
-    """Exact columns, round-trip through Arrow, ids unique, samples point at images."""
+    """Exact columns, round-trip through Arrow, ids unique, samples point at images, images
+    are stored as their original files under the SHA-256 of their bytes."""
     for rows, schema in ((result.images, IMAGES), (result.samples, SAMPLES)):
         for row in rows:
             assert set(row) == set(schema.names)
@@ -98,14 +102,17 @@ def _check_schema(result: ReadResult) -> None:
     assert len(set(image_ids)) == len(image_ids)
     sample_ids = [r["sample_id"] for r in result.samples]
     assert len(set(sample_ids)) == len(sample_ids)
-    split_of = {r["image_id"]: r["split"] for r in result.images}
-    for s in result.samples:
-        assert s["split"] == split_of[s["image_id"]]
+    assert {s["image_id"] for s in result.samples} <= set(image_ids)
+    originals = {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in IMG.iterdir()}
     for r in result.images:
-        img = Image.open(io.BytesIO(r["image_png"]))
-        assert img.format == "PNG" and img.mode == "RGB"
-        assert img.size == (r["width"], r["height"])
-        assert len(r["objects"]) == len(r["object_boxes"])
+        img = Image.open(io.BytesIO(r["image_bytes"]))
+        assert img.format == r["image_format"] and img.size == (r["width"], r["height"])
+        assert r["image_id"] == hashlib.sha256(r["image_bytes"]).hexdigest()
+        if r["image_id"] in originals:  # a file on disk: its bytes, not a re-encoding
+            assert r["image_bytes"] == originals[r["image_id"]].read_bytes()
+    for s in result.samples:
+        assert len(s["objects"]) == len(s["object_boxes"])
+        assert s["split"] in ("train", "val", "test") and s["roles"]
 
 
 @pytest.mark.parametrize("name", ["saliency", "llava", "pope", "coco", "hat"])
@@ -141,7 +148,7 @@ def test_split_think():
 
 
 def test_saliency_rows_and_values(saliency):
-    assert len(saliency.images) == 6 and len(saliency.samples) == 6
+    assert len(saliency.samples) == 6
     assert len(saliency.rejected) == 8
     s = _by(saliency.samples, "sample_id")
     first = s["saliency-r1-8k-00000-vqa"]
@@ -156,8 +163,12 @@ def test_saliency_rows_and_values(saliency):
     assert s["saliency-r1-8k-00003-vqa"]["answer"] == "left"  # <answer> tags stripped
     assert s["saliency-r1-8k-00003-vqa"]["boxes"] == [pytest.approx([0.1, 0.1, 0.4, 0.9])]
     sizes = {r["image_id"]: (r["width"], r["height"]) for r in saliency.images}
-    assert sizes["saliency-r1-8k-00000"] == (64, 48) and sizes["saliency-r1-8k-00002"] == (40, 80)
-    assert all(r["source"] == "saliency-r1-8k" for r in saliency.images)
+    assert sizes[first["image_id"]] == (64, 48)
+    assert sizes[s["saliency-r1-8k-00002-vqa"]["image_id"]] == (40, 80)
+    assert first["image_id"] == s["saliency-r1-8k-00003-vqa"]["image_id"]  # same file, stored once
+    assert len(saliency.images) == 3
+    assert all(r["source"] == "saliency-r1-8k" for r in saliency.samples)
+    assert all(r["roles"] == ["rl", "eval"] for r in saliency.samples)
 
 
 def test_saliency_rejection_reasons(saliency):
@@ -177,25 +188,57 @@ def test_saliency_rejection_reasons(saliency):
     assert all(r["source_file"].endswith("train.parquet") for r in saliency.rejected)
 
 
-def test_saliency_holdout_matches_train_test_split(saliency):
+def _rows(n_rows: int) -> list[dict]:
+    """``n_rows`` valid saliency-r1 records (each its own image)."""
+    return [
+        {
+            "image": Image.new("RGB", (20 + k, 10)),
+            "problem": f"q{k}",
+            "solution": "a",
+            "bbox": "[0, 0, 0.5, 0.5]",
+        }
+        for k in range(n_rows)
+    ]
+
+
+def _held_out(result: ReadResult) -> set[int]:
+    return {int(r["sample_id"].split("-")[-2]) for r in result.samples if r["split"] == "test"}
+
+
+def test_saliency_holdout_is_the_reference_split_of_all_rows():
+    """The reference (Saliency-R1's code) holds out train_test_split(test_size=100, seed=42)
+    of the WHOLE dataset; lookright holds out the same rows, before validating them."""
     import datasets
 
-    test_ids = {r["image_id"] for r in saliency.images if r["split"] == "test"}
-    assert len(test_ids) == 2
-    kept_rows = sorted(int(i.rsplit("-", 1)[1]) for i in _by(saliency.images, "image_id"))
-    ref = datasets.Dataset.from_dict({"row": kept_rows}).train_test_split(test_size=2, seed=42)
-    assert test_ids == {f"saliency-r1-8k-{r:05d}" for r in ref["test"]["row"]}
-    assert {r["split"] for r in saliency.images} == {"train", "test"}
+    rows = _rows(40)
+    rows[7]["bbox"] = "[0.9, 0, 0.1, 1]"  # invalid (x2 <= x1) in both runs below
+    result = read_saliency_r1(rows, holdout=10, seed=42)
+    reference = datasets.Dataset.from_dict({"row": list(range(40))})
+    test_rows = set(reference.train_test_split(test_size=10, seed=42)["test"]["row"])
+    assert _held_out(result) == test_rows - {7}
+    assert reference_holdout(40, 10, 42) == test_rows
+    # one more rejected row (not held out) changes nothing about which rows are held out
+    train_row = min(set(range(40)) - test_rows - {7})
+    rows[train_row]["solution"] = None
+    again = read_saliency_r1(rows, holdout=10, seed=42)
+    assert _held_out(again) == _held_out(result)
+    assert {r["split"] for r in result.samples} == {"train", "test"}
+
+
+def test_saliency_holdout_on_the_fixture(saliency):
+    test_rows = reference_holdout(14, 2, 42)  # over all 14 rows, 8 of them rejected
+    kept = {int(r["sample_id"].split("-")[-2]) for r in saliency.samples}
+    assert _held_out(saliency) == test_rows & kept
 
 
 def test_saliency_options(hf_cache):
     src = REAL / "saliency_r1" / "train.parquet"
     fixed = read_saliency_r1(src, split="val", max_image_side=None, cache_dir=hf_cache)
-    assert {r["split"] for r in fixed.images} == {"val"}
+    assert {r["split"] for r in fixed.samples} == {"val"}
     assert len(fixed.samples) == 7 and fixed.n_filtered == 0  # big image kept
     by_fn = read_saliency_r1(src, split=hashed_split(test_fraction=0.5), cache_dir=hf_cache)
-    assert {r["split"] for r in by_fn.images} <= {"train", "test"}
-    with pytest.raises(ValueError, match="holdout=100 but only 6 valid rows"):
+    assert {r["split"] for r in by_fn.samples} <= {"train", "test"}
+    with pytest.raises(ValueError, match="holdout=100 but the dataset has only 14 rows"):
         read_saliency_r1(src, cache_dir=hf_cache)
     with pytest.raises(ValueError, match="not in"):
         read_saliency_r1(src, split=lambda _: "dev", cache_dir=hf_cache)
@@ -210,7 +253,7 @@ def test_saliency_other_sources(tmp_path, hf_cache):
     from_disk = read_saliency_r1(tmp_path / "saved", holdout=2)
     assert len(from_disk.samples) == 6 and len(from_disk.rejected) == 8
     from_ds = read_saliency_r1(ds, holdout=2)  # decoded Image feature: made lazy again
-    assert [r["split"] for r in from_ds.images] == [r["split"] for r in from_disk.images]
+    assert [r["split"] for r in from_ds.samples] == [r["split"] for r in from_disk.samples]
     records = [
         {
             "image": Image.new("RGB", (30, 20)),
@@ -221,7 +264,7 @@ def test_saliency_other_sources(tmp_path, hf_cache):
         {"image": Image.new("RGB", (30, 20)), "problem": "q", "bbox": "[0, 0, 0.5, 0.5]"},
     ]
     from_list = read_saliency_r1(records, holdout=0)
-    assert from_list.images[0]["width"] == 30 and from_list.images[0]["split"] == "train"
+    assert from_list.images[0]["width"] == 30 and from_list.samples[0]["split"] == "train"
     assert _reasons(from_list) == {1: "missing field 'solution'"}
     assert "PIL image RGB 30x20" in from_list.rejected[0]["record"]
 
@@ -250,10 +293,11 @@ def test_llava_rows_and_values(llava):
     assert a1["cot"] == "<think>I see a square.</think>A red square."
     assert a1["answer"] == "A red square."
     assert a1["image_id"] == s["sft-cold-start-a3"]["image_id"]
-    no_id = s["sft-cold-start-000001"]  # first pair only of a multi-turn record
+    no_id = s["sft-cold-start-sft-000001"]  # first pair only of a multi-turn record
     assert no_id["question"] == "What colour?" and no_id["answer"] == "Just an answer."
     assert no_id["cot"] is None and no_id["boxes"] == []
-    assert {r["split"] for r in llava.images} == {"train"}
+    assert {r["split"] for r in llava.samples} == {"train"}
+    assert all(r["roles"] == ["sft"] for r in llava.samples)
 
 
 def test_llava_rejection_reasons(llava):
@@ -266,6 +310,29 @@ def test_llava_rejection_reasons(llava):
     assert reasons[8] == "record is a str, expected a JSON object"
     assert reasons[9].startswith("image 'truncated.png': cannot be decoded")
     assert len(reasons) == 7 and llava.n_invalid == 7
+
+
+def test_mulberry_file_of_the_cold_start_is_read():
+    """Vision-R1's Mulberry file ({images: [...], user/assistant turns}, ~198k of its 261k
+    rows) used to be rejected whole with "missing field 'image'"."""
+    res = read_llava_conversations(REAL / "llava" / "mulberry.json", IMG)
+    s = _by(res.samples, "sample_id")
+    assert sorted(s) == ["sft-cold-start-mulberry-000000", "sft-cold-start-mulberry-000005"]
+    first = s["sft-cold-start-mulberry-000000"]
+    assert first["question"] == "What is tall?" and first["answer"] == "it"
+    assert first["cot"] == "<think>80 px.</think>it"
+    assert s["sft-cold-start-mulberry-000005"]["question"] == "Colour?"
+    reasons = _reasons(res)
+    assert reasons == {
+        1: "field 'images' holds 2 entries; exactly 1 is supported",
+        2: "field 'images' holds 0 entries; exactly 1 is supported",
+        3: "no human turn followed by a gpt turn in 'conversations'",
+        4: "missing field 'image' (LLaVA-CoT) or 'images' (Mulberry)",
+    }
+    _check_schema(res)
+    both = ReadResult().extend(read_llava_conversations(REAL / "llava" / "sft.json", IMG))
+    both.extend(res)  # the two files of the cold start under one source name: distinct ids
+    assert len(both.samples) == 5
 
 
 # --------------------------------------------------------------------------- POPE
@@ -307,7 +374,7 @@ def test_pope_dict_keys_and_names(tmp_path):
     target.write_text(POPE_FILES[1].read_text())
     res = read_pope({"adversarial": target}, IMG, split="val")
     assert {r["pope_split"] for r in res.samples} == {"adversarial"}
-    assert {r["split"] for r in res.images} == {"val"}
+    assert {r["split"] for r in res.samples} == {"val"}
     with pytest.raises(ValueError, match="cannot tell the POPE split"):
         read_pope([target], IMG)
     with pytest.raises(ValueError, match="not one of"):
@@ -319,21 +386,22 @@ def test_pope_dict_keys_and_names(tmp_path):
 
 def test_coco_rows_and_boxes_on_non_square_image(coco):
     assert len(coco.images) == 3 and len(coco.samples) == 3
-    imgs = _by(coco.images, "image_id")
-    one = imgs["coco-COCO_val2014_000000000001"]  # 64 wide x 48 tall
-    assert (one["width"], one["height"]) == (64, 48)
+    caps = _by(coco.samples, "sample_id")
+    sizes = {r["image_id"]: (r["width"], r["height"]) for r in coco.images}
+    one = caps["coco-1-caption"]  # on the 64 wide x 48 tall image
+    assert sizes[one["image_id"]] == (64, 48)
     assert one["objects"] == ["dog", "person"]  # unique, sorted
+    assert one["object_vocabulary"] == "coco"
     # dog [x=8, y=6, w=16, h=30] px: x / 64, y / 48
     assert one["object_boxes"][0] == [0.125, 0.125, 0.375, 0.75]
     # two persons -> one enclosing box
     assert one["object_boxes"][1] == [0.0, 0.0, 1.0, 1.0]
-    three = imgs["coco-COCO_val2014_000000000003"]  # 40 wide x 80 tall
+    three = caps["coco-3-caption"]  # 40 wide x 80 tall
     assert three["objects"] == ["cat"] and three["object_boxes"] == [[0.25, 0.25, 0.75, 0.75]]
-    assert imgs["coco-COCO_val2014_000000000002"]["objects"] == []
-    s = _by(coco.samples, "sample_id")["coco-1-caption"]
-    assert s["task"] == "caption" and s["question"] == "Describe this image."
-    assert s["answer"] == "A red square on a grey background."  # the first caption
-    assert s["split"] == "test" and s["boxes"] == []
+    assert caps["coco-2-caption"]["objects"] == []
+    assert one["task"] == "caption" and one["question"] == "Describe this image."
+    assert one["answer"] == "A red square on a grey background."  # the first caption
+    assert one["split"] == "test" and one["boxes"] == []
 
 
 def test_coco_rejection_reasons(coco):
@@ -359,22 +427,20 @@ def test_coco_rejection_reasons(coco):
 
 def test_coco_options():
     first2 = read_coco(CAPTIONS, INSTANCES, IMG, max_images=2)
-    assert [r["image_id"] for r in first2.images] == [
-        "coco-COCO_val2014_000000000001",
-        "coco-COCO_val2014_000000000002",
-    ]
+    assert [r["sample_id"] for r in first2.samples] == ["coco-1-caption", "coco-2-caption"]
     # not-selected images are not rejected; malformed/unknown-id rows still are
     assert not any("no caption" in r["reason"] for r in first2.rejected)
     sampled = read_coco(CAPTIONS, INSTANCES, IMG, max_images=2, seed=0)
     again = read_coco(CAPTIONS, INSTANCES, IMG, max_images=2, seed=0)
     assert len(sampled.samples) <= 2 and sampled.samples == again.samples
     inst = read_coco(CAPTIONS, INSTANCES, IMG, object_instances=True, split="val")
-    one = _by(inst.images, "image_id")["coco-COCO_val2014_000000000001"]
+    one = _by(inst.samples, "sample_id")["coco-1-caption"]
     assert one["objects"] == ["dog", "person", "person"]
     assert one["object_boxes"][1:] == [[0.0, 0.0, 0.5, 0.25], [0.625, 0.5, 1.0, 1.0]]
     assert one["split"] == "val"
     no_inst = read_coco(CAPTIONS, None, IMG)
-    assert all(r["objects"] == [] for r in no_inst.images) and len(no_inst.samples) == 3
+    assert all(r["objects"] == [] for r in no_inst.samples) and len(no_inst.samples) == 3
+    assert {r["object_vocabulary"] for r in no_inst.samples} == {None}  # no ground truth
 
 
 # --------------------------------------------------------------------------- VQA-HAT
@@ -409,7 +475,7 @@ def test_vqa_hat_rejection_reasons(hat):
 def test_vqa_hat_questions_as_list():
     questions = json.loads((REAL / "vqa_hat" / "questions.json").read_text())
     res = read_vqa_hat(REAL / "vqa_hat" / "maps", questions, IMG, split="train")
-    assert len(res.samples) == 2 and res.images[0]["split"] == "train"
+    assert len(res.samples) == 2 and res.samples[0]["split"] == "train"
     assert all(r["source_file"].endswith("maps") for r in res.rejected)
 
 
@@ -455,6 +521,31 @@ def test_vqa_v1_questions_feed_vqa_hat(tmp_path):
     assert _reasons(res) == {1: "missing field 'answer'"}
 
 
+def test_vqa_hat_train_split_images_by_template(tmp_path):
+    """VQA-HAT train questions are on COCO train2014 images: the image name is a template."""
+    images = tmp_path / "train2014"
+    images.mkdir()
+    (images / "COCO_train2014_000000000001.jpg").write_bytes((IMG / IMG1_NAME).read_bytes())
+    (tmp_path / "q.json").write_text(
+        json.dumps({"questions": [{"question_id": 1001, "image_id": 1, "question": "Colour?"}]})
+    )
+    (tmp_path / "a.json").write_text(
+        json.dumps({"annotations": [{"question_id": 1001, "multiple_choice_answer": "red"}]})
+    )
+    maps = REAL / "vqa_hat" / "maps"
+    questions = vqa_v1_questions(
+        tmp_path / "q.json",
+        tmp_path / "a.json",
+        question_ids=vqa_hat_question_ids(maps),
+        image_template="COCO_train2014_{image_id:012d}.jpg",
+    )
+    assert questions[0]["image"] == "COCO_train2014_000000000001.jpg"
+    res = read_vqa_hat(maps, questions, images, split="train")
+    assert [r["sample_id"] for r in res.samples] == ["vqa-hat-1001"] and not res.rejected
+    with pytest.raises(ValueError, match="image_template 'COCO_{id}.jpg': must format"):
+        vqa_v1_questions(tmp_path / "q.json", tmp_path / "a.json", image_template="COCO_{id}.jpg")
+
+
 # --------------------------------------------------------------------------- whole files
 
 
@@ -477,7 +568,7 @@ def test_unreadable_files_raise_naming_file_and_line(tmp_path, hf_cache):
     wrong.write_text('{"a": 1}')
     with pytest.raises(DataFileError, match="expected a JSON list"):
         read_llava_conversations(wrong, IMG)
-    with pytest.raises(DataFileError, match="not a COCO captions file"):
+    with pytest.raises(DataFileError, match="no 'images' list in the top-level object"):
         read_coco(wrong, None, IMG)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         read_llava_conversations(tmp_path / "nope.json", IMG)
@@ -497,8 +588,9 @@ def test_rejection_rate_on_reader_results(saliency, pope):
 
 def test_extend_and_hashed_split(pope, coco):
     merged = ReadResult().extend(pope).extend(coco)
-    assert len(merged.images) == 6 and len(merged.samples) == 8
-    with pytest.raises(ValueError, match="duplicate image ids"):
+    assert len(merged.samples) == 8
+    assert len(merged.images) == 3  # POPE and COCO use the same three files: stored once
+    with pytest.raises(ValueError, match="duplicate sample ids"):
         ReadResult().extend(pope).extend(pope)
     fn = hashed_split(val_fraction=0.2, test_fraction=0.3, seed=1)
     ids = [f"img-{i}" for i in range(2000)]

@@ -10,6 +10,7 @@ import math
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -18,10 +19,17 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from lookright import tracking
 from lookright.cli import main
+from lookright.config import GateError
 from lookright.eval.accuracy import accuracy, exact_match
 from lookright.models import get_adapter, load_model
 from lookright.train import sft as sft_module
-from lookright.train.common import PREDICTIONS, MlflowStepLogger, NonFiniteLossError
+from lookright.train.common import (
+    PREDICTIONS,
+    MlflowStepLogger,
+    NonFiniteLossError,
+    check_min_accuracy,
+    require_gate_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -295,6 +303,35 @@ def test_sft_below_min_accuracy_fails_after_writing_its_outputs(pipeline, smoke_
     )
     assert run.info.status == "FAILED"
     assert run.data.metrics["val_vqa_accuracy"] == metrics["val_vqa_accuracy"]
+
+
+@pytest.mark.slow  # shares the module's prepare-data + pretrain run (~20 s)
+def test_sft_gate_without_val_rows_fails_before_training(pipeline, smoke_config, tmp_path, capsys):
+    """With no val row the held-out accuracy was NaN, NaN < min_accuracy is False, and the
+    gate let every checkpoint through (a reader could not make a val split)."""
+    data = tmp_path / "data"
+    shutil.copytree(pipeline["data"], data)
+    samples = pq.read_table(data / "samples.parquet")
+    splits = ["train" if s == "val" else s for s in samples["split"].to_pylist()]
+    pq.write_table(samples.set_column(2, "split", pa.array(splits)), data / "samples.parquet")
+    out = tmp_path / "sft"
+    args = _sft_args(pipeline, smoke_config, out, pipeline["pretrain"] / "model", min_accuracy=0.5)
+    args[args.index("--data") + 1] = str(data)
+    assert main(args) == 1
+    message = capsys.readouterr().err
+    assert "sft.min_accuracy=0.5 but there are no val rows" in message
+    assert "data.real[k].val" in message
+    assert not (out / "checkpoints").exists() and not (out / "model").exists()
+
+
+def test_gate_of_no_val_rows_never_passes():
+    check_min_accuracy("sft", 0.9, 0.5, "hint", n_val=10)  # measured: passes
+    with pytest.raises(GateError, match="measured on 0 val rows"):
+        check_min_accuracy("sft", math.nan, 0.5, "hint", n_val=0)
+    check_min_accuracy("sft", math.nan, 0.0, "hint", n_val=0)  # no gate asked for
+    with pytest.raises(GateError, match="no val rows to measure it"):
+        require_gate_rows("sft", 0.5, 0, "split val, task vqa, role sft")
+    require_gate_rows("sft", 0.0, 0, "split val")
 
 
 def test_non_finite_loss_stops_training_and_fails_the_run(tmp_path, env):

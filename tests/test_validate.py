@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -21,6 +22,7 @@ from lookright.data.validate import (
     load_image,
     parse_box_string,
     pixel_box_to_normalised,
+    read_image,
     record_json,
     require_fields,
     require_str,
@@ -166,6 +168,57 @@ def test_encode_png_round_trip():
     assert Image.open(io.BytesIO(encode_png(Image.new("RGBA", (2, 2))))).mode == "RGB"
 
 
+def _encoded(img: Image.Image, fmt: str, **options) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [
+        ("RGB", "JPEG"),
+        ("CMYK", "JPEG"),
+        ("L", "JPEG"),
+        ("P", "PNG"),
+        ("LA", "PNG"),
+        ("I;16", "PNG"),
+    ],
+)
+def test_read_image_keeps_the_original_bytes(mode, fmt):
+    data = _encoded(Image.new(mode, (33, 17)), fmt)
+    stored = read_image(data, "odd.img")
+    assert stored.data == data  # not re-encoded: a JPEG stays JPEG, CMYK stays CMYK
+    assert (stored.format, stored.width, stored.height) == (fmt, 33, 17)
+    assert stored.image_id == hashlib.sha256(data).hexdigest()
+    assert Image.open(io.BytesIO(stored.data)).mode == mode
+
+
+def test_read_image_of_a_file_and_of_a_pil_image():
+    path = IMAGES / "COCO_val2014_000000000001.jpg"
+    stored = read_image(path)
+    assert stored.data == path.read_bytes() and stored.format == "JPEG"
+    assert read_image({"bytes": None, "path": path}) == stored
+    decoded = read_image(Image.new("RGB", (5, 4)))  # no file behind it: stored as PNG
+    assert decoded.format == "PNG" and (decoded.width, decoded.height) == (5, 4)
+
+
+@pytest.mark.parametrize(
+    ("src", "reason"),
+    [
+        (IMAGES / "truncated.png", "image 'x': cannot be decoded"),
+        (IMAGES / "corrupt.jpg", "image 'x': cannot be decoded"),
+        (IMAGES / "nope.jpg", "image 'x': file not found"),
+        (b"", "image 'x': empty image bytes"),
+        (_png((600, 2)), "image 'x': 600x2 has an aspect ratio above 200"),
+    ],
+)
+def test_read_image_rejects(src, reason):
+    with pytest.raises(InvalidRecord) as err:
+        read_image(src, "x")
+    assert str(err.value).startswith(reason)
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -224,7 +277,8 @@ def test_check_rejection_rate_above_limit():
         assert part in msg
     assert "out/rejected.parquet" in msg
     assert REJECTION_LIMIT_KEY == "data.max_rejected_fraction"
-    with pytest.raises(TooManyRejected, match="rejected.parquet"):
+    with pytest.raises(TooManyRejected, match="1 of 1 input rows") as no_path:
         check_rejection_rate(0, 1, 0.5, "pope")
+    assert no_path.value.rejected_path is None and err.value.rejected_path.endswith(".parquet")
     with pytest.raises(ValueError):
         check_rejection_rate(-1, 0, 0.5, "x")

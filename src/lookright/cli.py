@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lookright.config import ConfigError, GateError
+from lookright.data.validate import TooManyRejected
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -84,6 +85,7 @@ def _load(schema, args):
 def cmd_prepare_data(args) -> int:
     from lookright.config import PrepareDataConfig
     from lookright.data.prepare import prepare
+    from lookright.data.validate import TooManyRejected
     from lookright.stage import fail_if_asked, stage_execution
 
     cfg = _load(PrepareDataConfig, args)
@@ -91,7 +93,15 @@ def cmd_prepare_data(args) -> int:
         "prepare_data", cfg, out_dir=args.out, results_dir=args.results_dir, tags=dict(args.tag)
     ) as run:
         fail_if_asked(args, "prepare_data")
-        summary = prepare(cfg.data, args.out)
+        try:
+            summary = prepare(cfg.data, args.out, seed=cfg.seed, keep_rejected=args.keep_rejected)
+        except TooManyRejected as error:  # the run ends FAILED, with the rows as an artifact
+            run.log_artifact(Path(error.rejected_path))
+            raise TooManyRejected(
+                f"{error} They are also an artifact (rejected.parquet) of the FAILED MLflow "
+                f"run {run.run_id}.",
+                rejected_path=error.rejected_path,
+            ) from None
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
         for name in ("summary.json", "rejected.parquet"):
             run.log_artifact(Path(args.out) / name)
@@ -171,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     prep = _stage_parser(sub, "prepare-data", "build the images/samples/rejected tables")
+    prep.add_argument(
+        "--keep-rejected",
+        type=Path,
+        default=None,
+        metavar="PARQUET",
+        help="where to copy rejected.parquet when too many rows are rejected: a path outside "
+        "the stage's outputs, which a failed Snakemake job deletes",
+    )
     prep.set_defaults(func=cmd_prepare_data)
 
     pre = _stage_parser(sub, "pretrain", "train a tiny base VLM from scratch")
@@ -255,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as error:
         print(f"lookright {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except GateError as error:  # outputs are written; the MLflow run is marked FAILED
+    except (GateError, TooManyRejected) as error:  # the MLflow run is marked FAILED
         print(f"lookright {args.command}: failed: {error}", file=sys.stderr)
         return 1
 

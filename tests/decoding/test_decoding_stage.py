@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -40,30 +41,29 @@ def stage_inputs(build_tiny, images, tmp_path_factory):
     image_rows = [
         {
             "image_id": f"im{k}",
-            "split": "test",
-            "source": "shapes",
-            "image_png": png,
+            "image_bytes": png,
+            "image_format": "PNG",
             "width": 112,
             "height": 112,
-            "objects": ["circle"],
-            "object_boxes": [[0.1, 0.1, 0.4, 0.4]],
         }
         for k, png in enumerate(pngs)
     ]
     write_rows(image_rows, IMAGES, data / "images.parquet")
-    sample_rows = [
-        dict(
-            zip(
-                ("sample_id", "image_id", "split", "task", "question", "answer", "pope_split"),
-                row,
-                strict=True,
-            ),
-            boxes=[],
-        )
-        for row in SAMPLE_ROWS
-    ]
-    write_rows(sample_rows, SAMPLES, data / "samples.parquet")
+    write_rows([_sample(row) for row in SAMPLE_ROWS], SAMPLES, data / "samples.parquet")
     return root
+
+
+def _sample(row: tuple) -> dict:
+    names = ("sample_id", "image_id", "split", "task", "question", "answer", "pope_split")
+    return {
+        **dict(zip(names, row, strict=True)),
+        "source": "pope" if row[3] == "pope" else "coco",
+        "roles": ["eval"],
+        "boxes": [],
+        "objects": ["circle"],
+        "object_boxes": [[0.1, 0.1, 0.4, 0.4]],
+        "object_vocabulary": "shapes",
+    }
 
 
 def _args(root, strategy, out, **decode):
@@ -128,6 +128,29 @@ def test_decode_stage_writes_answers_metrics_and_a_run(stage_inputs, monkeypatch
     assert len(beam_rows) == 3 and all(r["token_saliency"] is None for r in beam_rows)
 
 
+def test_decode_subsample_covers_every_pope_split(stage_inputs, tmp_path, monkeypatch):
+    """decode.max_samples used to take the first N POPE rows by id: on real POPE data the
+    "pope-adversarial-*" ids sort first, so the "average over splits" was one split."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = tmp_path / "model_and_data"
+    shutil.copytree(stage_inputs / "model", data / "model")
+    (data / "data").mkdir()
+    shutil.copy(stage_inputs / "data" / "images.parquet", data / "data" / "images.parquet")
+    pope = [  # POPE's own ids: "pope-adversarial-*" sorts before "pope-popular-*", "pope-random-*"
+        (f"pope-{split}-{k}", f"im{k % 2}", "test", "pope", "Is there a cross?", label, split)
+        for split in ("random", "popular", "adversarial")
+        for k, label in enumerate(("yes", "no", "yes", "no"))
+    ]
+    rows = [_sample(r) for r in pope]
+    write_rows(rows, SAMPLES, data / "data" / "samples.parquet")
+    out = tmp_path / "out"
+    assert decode_main(_args(data, "greedy", out, max_samples=3, tasks=["pope"])) == 0
+    decoded = pq.read_table(out / "answers.parquet").to_pylist()
+    assert sorted(r["pope_split"] for r in decoded) == ["adversarial", "popular", "random"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [metrics[f"pope_{s}_n"] for s in ("random", "popular", "adversarial")] == [1, 1, 1]
+
+
 def test_decode_stage_errors(stage_inputs):
     with pytest.raises(ConfigError, match=r"--strategy must be one of \['greedy'"):
         decode_main(_args(stage_inputs, "nucleus", stage_inputs / "x"))
@@ -153,7 +176,7 @@ def test_custom_generate_folders_give_the_decode_stages_tokens(
     from lookright.decoding import CUSTOM_GENERATE
     from lookright.decoding.stage import sample_generator
     from lookright.models import load_model
-    from lookright.train.datasets import decode_png
+    from lookright.train.datasets import decode_image
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / strategy
@@ -162,12 +185,14 @@ def test_custom_generate_folders_give_the_decode_stages_tokens(
     loaded = load_model(stage_inputs / "model")
     model, processor, adapter = loaded.model.eval(), loaded.processor, loaded.adapter
     images = {
-        r["image_id"]: r["image_png"]
+        r["image_id"]: r["image_bytes"]
         for r in pq.read_table(stage_inputs / "data" / "images.parquet").to_pylist()
     }
     limits = {"pope": 3, "caption": 5}
     for row in answers:
-        inputs = adapter.encode(processor, [decode_png(images[row["image_id"]])], [row["question"]])
+        inputs = adapter.encode(
+            processor, [decode_image(images[row["image_id"]])], [row["question"]]
+        )
         sequences = model.generate(
             **inputs.inputs,
             custom_generate=CUSTOM_GENERATE[folder],

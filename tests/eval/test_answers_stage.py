@@ -17,7 +17,7 @@ import pytest
 
 from lookright import tracking
 from lookright.config import ConfigError
-from lookright.data.schema import IMAGES
+from lookright.data.schema import SAMPLES
 from lookright.decoding.stage import DECODED
 from lookright.eval.answers_stage import (
     ANSWER_COLUMNS,
@@ -116,21 +116,32 @@ def _answers(tasks: tuple[str, ...] = ("pope", "caption")) -> list[dict[str, Any
     return rows
 
 
-def _write_data(root: Path, objects: dict[str, list[str]] = IMAGE_OBJECTS) -> Path:
+def _write_data(
+    root: Path,
+    objects: dict[str, list[str]] = IMAGE_OBJECTS,
+    vocabulary: str | None = "shapes",
+    captions: list[tuple[str, str]] | None = None,
+) -> Path:
+    """samples.parquet with the caption samples (sample_id, image_id) and their objects."""
+    pairs = captions if captions is not None else [(c[0], c[1]) for c in CAPTIONS]
     rows = [
         {
+            "sample_id": sample_id,
             "image_id": image_id,
             "split": "test",
             "source": "shapes",
-            "image_png": b"",
-            "width": 112,
-            "height": 112,
-            "objects": names,
-            "object_boxes": [[0.1, 0.1, 0.4, 0.4]] * len(names),
+            "roles": ["eval"],
+            "task": "caption",
+            "question": "Describe the image.",
+            "answer": "reference",
+            "boxes": [],
+            "objects": objects[image_id],
+            "object_boxes": [[0.1, 0.1, 0.4, 0.4]] * len(objects[image_id]),
+            "object_vocabulary": vocabulary,
         }
-        for image_id, names in objects.items()
+        for sample_id, image_id in pairs
     ]
-    write_rows(rows, IMAGES, root / "data" / "images.parquet")
+    write_rows(rows, SAMPLES, root / "data" / "samples.parquet")
     return root / "data"
 
 
@@ -164,7 +175,7 @@ def test_pope_chair_and_latency_match_hand_computed_values(inputs, tmp_path: Pat
     for split, values in expected.items():
         assert [rows[split][m] for m in METRICS] == pytest.approx(list(values)), split
         assert rows[split]["model"] == "tiny" and rows[split]["strategy"] == "greedy"
-        for name, value in zip(METRICS[:-1], values[:-1], strict=True):
+        for name, value in zip(METRICS, values, strict=True):
             assert metrics[f"pope/{split}/{name}"] == pytest.approx(value)
     assert [rows["all"][k] for k in ("tp", "fp", "tn", "fn")] == [3, 1, 4, 1]
     assert rows["average"]["tp"] is None
@@ -220,16 +231,56 @@ def test_absent_task_and_zero_denominators(tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "captions.parquet").num_rows == 0
 
 
-def test_captions_without_mentions_give_zero_chair(tmp_path: Path) -> None:
-    rows = [_answer("c1", "im0", "caption", answer="", reference="r")]
+@pytest.mark.filterwarnings("ignore:.*no pope answers")
+def test_captions_without_mentions_are_flagged_not_zero(tmp_path: Path) -> None:
+    """No object mention in any caption: CHAIR is undefined, never shown as 0."""
+    rows = [_answer("c1", "im0", "caption", answer="", reference="A red circle.")]
     answers = write_rows(rows, DECODED, tmp_path / "answers.parquet")
-    data = _write_data(tmp_path, {"im0": ["circle"]})
-    with pytest.warns(UserWarning, match="no pope answers"):
-        metrics = run_evaluate_answers(EvaluateConfig(), answers, data, tmp_path / "out")
-    assert metrics["chair_s"] == metrics["chair_i"] == metrics["chair_recall"] == 0.0
+    data = _write_data(tmp_path, {"im0": ["circle"]}, captions=[("c1", "im0")])
+    metrics = run_evaluate_answers(EvaluateConfig(), answers, data, tmp_path / "out")
+    assert not {"chair_s", "chair_i", "chair_recall"} & set(metrics)
+    assert metrics["chair_n_mentions"] == 0 and metrics["chair_n_reference_mentions"] == 1
     assert metrics["caption_mean_length"] == 0.0
+    (row,) = pq.read_table(tmp_path / "out" / "chair.parquet").to_pylist()
+    assert row["chair_s"] is None and row["chair_i"] is None and row["recall"] is None
+    assert row["note"].startswith("no object mention in any of the 1 captions")
     assert not any(k.startswith("pope") for k in metrics)
     assert pq.read_table(tmp_path / "out" / "pope.parquet").num_rows == 0
+
+
+@pytest.mark.filterwarnings("ignore:.*no pope answers")
+def test_chair_fails_when_the_reference_captions_mention_nothing(tmp_path: Path) -> None:
+    """A vocabulary that does not fit the captions (here a custom synonyms file) used to read
+    CHAIR 0 with only a warning; the reference captions now show the mismatch."""
+    rows = [_answer("c1", "im0", "caption", answer="a zebra", reference="A dog on a sofa.")]
+    answers = write_rows(rows, DECODED, tmp_path / "answers.parquet")
+    data = _write_data(tmp_path, {"im0": ["zebra"]}, vocabulary="coco", captions=[("c1", "im0")])
+    synonyms = tmp_path / "synonyms.txt"
+    synonyms.write_text("zebra, zebras\n")
+    cfg = EvaluateConfig()
+    cfg.evaluate.chair.synonyms_file = str(synonyms)
+    with pytest.raises(ValueError, match="none of the 1 reference captions mentions an object"):
+        run_evaluate_answers(cfg, answers, data, tmp_path / "out")
+
+
+@pytest.mark.filterwarnings("ignore:.*no pope answers")
+def test_the_vocabulary_follows_the_data(tmp_path: Path) -> None:
+    rows = [_answer("c1", "im0", "caption", answer="A puppy.", reference="A dog on a sofa.")]
+    answers = write_rows(rows, DECODED, tmp_path / "answers.parquet")
+    data = _write_data(tmp_path, {"im0": ["dog"]}, vocabulary="coco", captions=[("c1", "im0")])
+    metrics = run_evaluate_answers(EvaluateConfig(), answers, data, tmp_path / "auto")  # auto
+    assert metrics["chair_n_mentions"] == 1 and metrics["chair_n_reference_mentions"] == 2
+    (row,) = pq.read_table(tmp_path / "auto" / "chair.parquet").to_pylist()
+    assert row["vocabulary"] == "coco" and row["chair_i"] == 0.0
+    cfg = EvaluateConfig()
+    cfg.evaluate.chair.vocabulary = "shapes"  # what config/cluster.yaml used to inherit
+    with pytest.raises(ConfigError, match=r"vocabulary='shapes' but .* named in the 'coco'"):
+        run_evaluate_answers(cfg, answers, data, tmp_path / "shapes")
+    unannotated = _write_data(
+        tmp_path / "u", {"im0": []}, vocabulary=None, captions=[("c1", "im0")]
+    )
+    with pytest.raises(ConfigError, match="carry no object annotation"):
+        run_evaluate_answers(EvaluateConfig(), answers, unannotated, tmp_path / "none")
 
 
 @pytest.mark.filterwarnings("ignore:.*no pope answers")
@@ -249,12 +300,12 @@ def test_input_errors_name_the_file_and_columns(tmp_path: Path) -> None:
         run_evaluate_answers(cfg, tmp_path / "junk.parquet", tmp_path, tmp_path / "o")
 
     answers = write_rows(_answers(("caption",)), DECODED, tmp_path / "answers.parquet")
-    pq.write_table(pa.table({"image_id": ["im0"]}), tmp_path / "images.parquet")
-    with pytest.raises(SchemaError, match=r"images\.parquet: missing column\(s\) \['objects'\]"):
+    pq.write_table(pa.table({"sample_id": ["c1"]}), tmp_path / "samples.parquet")
+    with pytest.raises(SchemaError, match=r"samples\.parquet: missing column\(s\) \['objects'"):
         run_evaluate_answers(cfg, answers, tmp_path, tmp_path / "o")
 
-    data = _write_data(tmp_path, {"im0": ["circle"]})
-    with pytest.raises(ValueError, match=r"not in images\.parquet: \['im1', 'im2'\]"):
+    data = _write_data(tmp_path, {"im0": ["circle"]}, captions=[("c1", "im0")])
+    with pytest.raises(ValueError, match=r"not in samples\.parquet: \['c2', 'c3', 'c4'\]"):
         run_evaluate_answers(cfg, answers, data, tmp_path / "o")
 
 
@@ -275,24 +326,27 @@ def test_vocabulary_options(tmp_path: Path) -> None:
         build_vocabulary(cfg)
 
     cfg = EvaluateConfig()
-    cfg.evaluate.chair.vocabulary = "coco"
-    vocab, name = build_vocabulary(cfg)
+    vocab, name = build_vocabulary(cfg, "coco")  # auto: the data's vocabulary
     assert name == "coco" and vocab.canonical("sofas") == "couch"
+    cfg.evaluate.chair.vocabulary = "coco"
+    assert build_vocabulary(cfg)[1] == "coco"
+    with pytest.raises(ConfigError, match="vocabulary=auto needs"):
+        build_vocabulary(EvaluateConfig())
 
     cfg = EvaluateConfig()
     cfg.evaluate.chair.singulariser = "auto"  # WordNet when nltk has it, else the rules
-    vocab, name = build_vocabulary(cfg)
+    vocab, name = build_vocabulary(cfg, "shapes")
     assert name == "shapes" and vocab.canonical("discs") == "circle"
     if get_singulariser("auto") is singularise:  # no nltk / WordNet data here
         cfg.evaluate.chair.singulariser = "wordnet"
         with pytest.raises(ConfigError, match=r"evaluate\.chair\.singulariser='wordnet'"):
-            build_vocabulary(cfg)
+            build_vocabulary(cfg, "shapes")
 
 
 def test_coco_captions_use_synonyms(tmp_path: Path) -> None:
-    rows = [_answer("c1", "im0", "caption", answer="Two puppies on a sofa.", reference="r")]
+    rows = [_answer("c1", "im0", "caption", answer="Two puppies on a sofa.", reference="A dog.")]
     answers = write_rows(rows, DECODED, tmp_path / "answers.parquet")
-    data = _write_data(tmp_path, {"im0": ["dog", "person"]})
+    data = _write_data(tmp_path, {"im0": ["dog", "person"]}, "coco", [("c1", "im0")])
     cfg = EvaluateConfig()
     cfg.evaluate.chair.vocabulary = "coco"
     with pytest.warns(UserWarning, match="no pope answers"):

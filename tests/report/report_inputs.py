@@ -123,12 +123,13 @@ def write_strategy(folder: Path, strategy: str, tables: bool = True) -> None:
     if tables:
         pope = [
             {"model": MODEL, "strategy": strategy, "split": split, "accuracy": a,
-             "precision": prec, "recall": rec, "f1": f, "yes_ratio": yes, "n": 30}
-            for split, a, f in (("random", 0.99, 0.99), ("average", acc, f1), ("all", 0.5, 0.5))
+             "precision": prec, "recall": rec, "f1": f, "yes_ratio": yes, "n": n}
+            for split, a, f, n in (("random", 0.99, 0.99, 20), ("adversarial", 0.9, 0.9, 10),
+                                   ("average", acc, f1, 30), ("all", 0.5, 0.5, 30))
         ]  # fmt: skip
         _parquet(folder / "pope.parquet", pope)
         chair = [{"chair_s": chair_s, "chair_i": chair_i, "recall": recall,
-                  "mean_length": length, "n_captions": 20}]  # fmt: skip
+                  "mean_length": length, "n_captions": 20, "n_mentions": 17}]  # fmt: skip
         _parquet(folder / "chair.parquet", chair)
         metrics |= {"pope/average/f1": -1.0, "chair_s": -1.0}  # the tables must win
     else:
@@ -159,9 +160,8 @@ def write_grpo(folder: Path, names: tuple[str, ...]) -> None:
 
 def write_data(folder: Path) -> None:
     images = [
-        {"image_id": f"img{k}", "split": "test", "source": "shapes",
-         "image_png": _png(64, 48, (40 * k, 100, 200)), "width": 64, "height": 48,
-         "objects": ["circle"], "object_boxes": [[0.1, 0.1, 0.5, 0.6]]}
+        {"image_id": f"img{k}", "image_bytes": _png(64, 48, (40 * k, 100, 200)),
+         "image_format": "PNG", "width": 64, "height": 48}
         for k in range(3)
     ]  # fmt: skip
     from lookright.data.schema import IMAGES, SAMPLES
@@ -169,7 +169,9 @@ def write_data(folder: Path) -> None:
     _parquet(folder / "images.parquet", images, IMAGES)
     samples = [
         {"sample_id": f"s{k}", "image_id": f"img{k}", "split": "test", "task": "vqa",
-         "question": "q", "answer": "red", "boxes": [[0.1, 0.2, 0.5, 0.9]]}
+         "source": "shapes", "roles": ["eval"], "question": "q", "answer": "red",
+         "boxes": [[0.1, 0.2, 0.5, 0.9]], "objects": ["circle"],
+         "object_boxes": [[0.1, 0.1, 0.5, 0.6]], "object_vocabulary": "shapes"}
         for k in range(3)
     ]  # fmt: skip
     assert SAMPLES.field("boxes").type == pa.list_(BOX)

@@ -128,7 +128,7 @@ def dump_dom(browser: str, html_path: Path, profile: Path) -> str:
     return result.stdout
 
 
-def _decode_png(src: str) -> Image.Image:
+def _decode_image(src: str) -> Image.Image:
     prefix = "data:image/png;base64,"
     assert src.startswith(prefix), src[:60]
     data = base64.b64decode(src[len(prefix) :], validate=True)
@@ -166,9 +166,9 @@ def test_report_html_in_a_headless_browser(inputs: Inputs, tmp_path: Path) -> No
     assert len(overlays) == 3 * 4  # 3 samples x (2 sources x 2 methods)
     assert len(dom.images) == len(plots) + len(overlays)
     for img in dom.images:
-        image = _decode_png(img["src"])
+        image = _decode_image(img["src"])
         assert image.width > 0 and image.height > 0
-    assert {_decode_png(img["src"]).size for img in overlays} == {(160, 160)}
+    assert {_decode_image(img["src"]).size for img in overlays} == {(160, 160)}
 
     assert dom.not_available == 0
     assert dom.external == [] and "script" not in dom.tags

@@ -58,6 +58,25 @@ def test_answers_table_puts_numbers_in_their_cells(inputs: Inputs) -> None:
     assert rows[(SFT, "greedy")]["reward_set"] is None
 
 
+def test_answers_table_shows_n_per_pope_split_and_chair_mentions(inputs: Inputs) -> None:
+    """The POPE average of a run with the popular split missing must say so: n per split."""
+    table = answers_table(discover(inputs.eval_dir))
+    names = table.column_names
+    pope_n = ["pope_n_random", "pope_n_popular", "pope_n_adversarial"]
+    assert names[names.index("pope_yes_ratio") + 1 : names.index("pope_yes_ratio") + 4] == pope_n
+    assert names[names.index("chair_recall") + 1] == "chair_mentions"
+    assert all(table.schema.field(n).type == pa.int64() for n in [*pope_n, "chair_mentions"])
+    for row in table.to_pylist():
+        if row["source"] == GRPO:  # metrics.json only: counts unknown
+            assert row["pope_n_random"] is None and row["chair_mentions"] is None
+            continue
+        assert [row[n] for n in pope_n] == [20, 0, 10]
+        assert row["chair_mentions"] == 17
+    markdown = markdown_table(table)
+    assert "POPE n (random) | POPE n (popular) | POPE n (adversarial)" in markdown
+    assert "CHAIR mentions" in markdown
+
+
 def test_answers_prefers_a_strategys_own_vqa_accuracy(inputs: Inputs) -> None:
     path = inputs.eval_dir / MODEL / SFT / "sgrs" / "metrics.json"
     path.write_text(path.read_text().replace("{", '{"vqa_accuracy": 0.25, ', 1))

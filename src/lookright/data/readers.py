@@ -1,14 +1,20 @@
-"""Readers of the real dataset formats (METHODS.md section 11) into the prepare_data rows.
+"""Readers of the real dataset formats (METHODS.md section 11; docs/data-formats.md).
 
-Every reader returns a :class:`ReadResult`: lists of dict rows with exactly the columns of
-:data:`~lookright.data.schema.IMAGES`, :data:`~lookright.data.schema.SAMPLES` and
-:data:`~lookright.data.schema.REJECTED`, so ``lookright.io.rows_to_table(rows, schema)``
-builds the Parquet tables directly.
+Every reader streams its rows into a :class:`RowSink`: by default a :class:`ReadResult`
+(lists of dict rows with exactly the columns of :data:`~lookright.data.schema.IMAGES`,
+:data:`~lookright.data.schema.SAMPLES` and :data:`~lookright.data.schema.REJECTED`, for
+tests and small data), in ``prepare_data`` a :class:`lookright.data.store.ParquetSink` that
+writes bounded batches to disk. Records are read one at a time (JSON lists and JSON Lines
+through :mod:`lookright.data.jsonstream`, Parquet by record batches), so memory does not
+grow with the number of rows.
 
 Conventions shared by all readers
 
-* Images are fully decoded, converted to RGB and re-encoded as PNG (``image_png``); EXIF
-  orientation is not applied (annotation boxes refer to the stored pixel grid).
+* Images keep their ORIGINAL bytes (a JPEG stays JPEG; CMYK, palette and grayscale files
+  keep their mode); each is decoded once, fully, to check it, and identified by the SHA-256
+  of its bytes (:func:`~lookright.data.validate.read_image`), so an image that several
+  records or datasets use is stored once. EXIF orientation is not applied (annotation boxes
+  refer to the stored pixel grid).
 * Boxes are normalised ``[x1, y1, x2, y2]`` floats, x by image width and y by height.
 * Nothing is dropped silently: an input record that is not kept (missing field, bad box,
   missing or corrupt image, unknown label, duplicate id ...) becomes a ``rejected`` row with
@@ -22,35 +28,41 @@ Conventions shared by all readers
   naming the file (and the line, 1-based, for JSON syntax errors); a missing file raises
   :class:`FileNotFoundError`.
 * ``split`` is either a split name or a function ``image_id -> split`` (see
-  :func:`hashed_split`); the split is decided per image and copied to its samples.
-* ids are prefixed with the source name: ``{source}-{key}``. Images shared by several
-  records (POPE, LLaVA, VQA-HAT) give one ``images`` row.
+  :func:`hashed_split`); it is stored per sample.
+* ``roles`` (:data:`~lookright.data.schema.ROLES`) says which stages use the reader's
+  samples; each reader has a default (:data:`DEFAULT_ROLES`).
+* sample ids are prefixed with the source name: ``{source}-{key}``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from lookright.data.schema import IMAGES, POPE_SPLITS, REJECTED, SAMPLES, SPLITS
+from lookright.data.jsonstream import (
+    BadLine,
+    check_file,
+    iter_json_array,
+    iter_json_records,
+)
+from lookright.data.schema import IMAGES, POPE_SPLITS, REJECTED, ROLES, SAMPLES, SPLITS
 from lookright.data.validate import (
     DataFileError,
     InvalidRecord,
-    encode_png,
+    StoredImage,
     image_size,
-    load_image,
     parse_box_string,
     pixel_box_to_normalised,
+    read_image,
     record_json,
     require_fields,
     require_str,
@@ -58,13 +70,33 @@ from lookright.data.validate import (
 from lookright.io import rows_to_table
 
 SplitSpec = str | Callable[[str], str]
+PARQUET_BUFFER = 4 << 20
+"""Bytes read at a time from a Parquet column chunk (saliency-r1-8k sources)."""
 FILTERED_PREFIX = "filtered:"
 COCO_CAPTION_QUESTION = "Describe this image."
+VQA_HAT_VAL_IMAGES = "COCO_val2014_{image_id:012d}.jpg"
+"""VQA-HAT val questions are on COCO val2014 images; its train split on
+``COCO_train2014_{image_id:012d}.jpg`` (pass that as ``image_template``)."""
+
+DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
+    "saliency_r1": ("rl", "eval"),
+    "llava_conversations": ("sft",),
+    "pope": ("eval",),
+    "coco": ("eval",),
+    "vqa_hat": ("eval",),
+}
+"""Roles of each reader's samples unless its entry sets ``roles``: saliency-r1-8k rows are
+GRPO prompts (with boxes) and, held out, evaluation rows; the Vision-R1 cold start is SFT;
+POPE, COCO captions and VQA-HAT are evaluation only."""
 
 __all__ = [
     "COCO_CAPTION_QUESTION",
+    "DEFAULT_ROLES",
     "FILTERED_PREFIX",
+    "VQA_HAT_VAL_IMAGES",
     "ReadResult",
+    "RowSink",
+    "check_roles",
     "hashed_split",
     "load_attention_map",
     "read_coco",
@@ -72,22 +104,56 @@ __all__ = [
     "read_pope",
     "read_saliency_r1",
     "read_vqa_hat",
+    "reference_holdout",
     "split_think",
     "vqa_hat_question_ids",
     "vqa_v1_questions",
 ]
 
 
-# --------------------------------------------------------------------------- result
+# --------------------------------------------------------------------------- sinks
+
+
+class RowSink(Protocol):
+    """Where a reader puts its rows (images are deduplicated by the sink, by ``image_id``)."""
+
+    def add_image(self, image: StoredImage) -> None: ...
+
+    def add_sample(self, row: dict[str, Any]) -> None: ...
+
+    def reject(self, row: dict[str, Any]) -> None: ...
+
+
+def image_row(image: StoredImage) -> dict[str, Any]:
+    """The ``images`` row of a stored image."""
+    return {
+        "image_id": image.image_id,
+        "image_bytes": image.data,
+        "image_format": image.format,
+        "width": image.width,
+        "height": image.height,
+    }
 
 
 @dataclass
 class ReadResult:
-    """Rows for the three prepare_data tables (dicts with exactly the schema's columns)."""
+    """Rows for the three prepare_data tables, in memory (dicts with the schema's columns)."""
 
     images: list[dict] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    _image_ids: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    def add_image(self, image: StoredImage) -> None:
+        if image.image_id not in self._image_ids:
+            self._image_ids.add(image.image_id)
+            self.images.append(image_row(image))
+
+    def add_sample(self, row: dict[str, Any]) -> None:
+        self.samples.append(row)
+
+    def reject(self, row: dict[str, Any]) -> None:
+        self.rejected.append(row)
 
     @property
     def n_kept(self) -> int:
@@ -105,17 +171,16 @@ class ReadResult:
         return len(self.rejected) - self.n_filtered
 
     def extend(self, other: ReadResult) -> ReadResult:
-        """Append ``other``'s rows (in place); raises on duplicate image or sample ids."""
-        for name, rows, key in (
-            ("image", self.images, "image_id"),
-            ("sample", self.samples, "sample_id"),
-        ):
-            seen = {r[key] for r in rows}
-            new = other.images if name == "image" else other.samples
-            dup = sorted(seen.intersection(r[key] for r in new))
-            if dup:
-                raise ValueError(f"duplicate {name} ids when merging reader results: {dup[:5]}")
-        self.images.extend(other.images)
+        """Append ``other``'s rows (in place); an image already present is not added again
+        (same id = same bytes); raises on duplicate sample ids."""
+        seen = {r["sample_id"] for r in self.samples}
+        dup = sorted(seen.intersection(r["sample_id"] for r in other.samples))
+        if dup:
+            raise ValueError(f"duplicate sample ids when merging reader results: {dup[:5]}")
+        for row in other.images:
+            if row["image_id"] not in self._image_ids:
+                self._image_ids.add(row["image_id"])
+                self.images.append(row)
         self.samples.extend(other.samples)
         self.rejected.extend(other.rejected)
         return self
@@ -205,93 +270,54 @@ def split_think(text: str, field_name: str = "solution") -> tuple[str, str | Non
     return answer, cot
 
 
-# --------------------------------------------------------------------------- JSON files
-
-
-def _check_file(path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    return path
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DataFileError(f"{path}: not UTF-8 text ({err})") from err
-
-
-def _load_json_document(path: str | os.PathLike[str]) -> Any:
-    """Parse a whole JSON file; syntax errors -> DataFileError naming file, line, column."""
-    path = _check_file(path)
-    text = _read_text(path)
-    if not text.strip():
-        raise DataFileError(f"{path}: file is empty, expected JSON")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataFileError(
-            f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg})"
-        ) from err
-
-
-@dataclass
-class _BadLine:
-    text: str
-    reason: str
-
-
-def _load_json_lines(path: str | os.PathLike[str]) -> list[tuple[int, Any]]:
-    """``(0-based line, record | _BadLine)`` of a JSON Lines file, or of a JSON array file.
-
-    A single malformed line becomes a ``_BadLine`` (rejected by the caller); a file with no
-    parseable line at all raises DataFileError naming the file and the first bad line.
-    """
-    path = _check_file(path)
-    text = _read_text(path)
-    if text.lstrip().startswith("["):
-        data = _load_json_document(path)
-        return list(enumerate(data))
-    rows: list[tuple[int, Any]] = []
-    first_error: str | None = None
-    n_good = 0
-    for lineno, line in enumerate(text.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            rows.append((lineno, json.loads(line)))
-            n_good += 1
-        except json.JSONDecodeError as err:
-            reason = f"line is not valid JSON ({err.msg}, column {err.colno})"
-            rows.append((lineno, _BadLine(line, reason)))
-            if first_error is None:
-                first_error = f"line {lineno + 1}: not valid JSON ({err.msg})"
-    if n_good == 0:
-        if first_error is None:
-            raise DataFileError(f"{path}: file is empty, expected JSON Lines")
-        raise DataFileError(f"{path}: {first_error}; no line of the file is valid JSON")
-    return rows
+def check_roles(roles: Iterable[str], what: str) -> tuple[str, ...]:
+    """``roles`` as a tuple; ValueError naming ``what`` for an empty list or unknown role."""
+    roles = tuple(roles)
+    bad = [r for r in roles if r not in ROLES]
+    if bad or not roles:
+        raise ValueError(f"{what}: roles {list(roles)} must be a non-empty list of {list(ROLES)}")
+    return roles
 
 
 # --------------------------------------------------------------------------- collector
 
 
-class _Collector:
-    """Accumulates rows; caches images so an image shared by many records is read once."""
+@dataclass(frozen=True)
+class _ImageRef:
+    image_id: str
+    width: int
+    height: int
 
-    def __init__(self, source: str, split: SplitSpec | None) -> None:
+
+def _check_size(name: str, size: tuple[int, int], expected: tuple[int, int] | None) -> None:
+    if expected is not None and size != tuple(expected):
+        raise InvalidRecord(
+            f"image {name!r}: decoded size {size[0]}x{size[1]} differs from the annotated "
+            f"{expected[0]}x{expected[1]}"
+        )
+
+
+class _Collector:
+    """Builds complete rows for a sink; reads each image (by ``key``) once."""
+
+    def __init__(
+        self,
+        source: str,
+        split: SplitSpec | None,
+        roles: Iterable[str],
+        sink: RowSink | None,
+    ) -> None:
         self.source = source
         self.split = _split_fn(split) if split is not None else None
-        self.result = ReadResult()
-        self._images: dict[str, tuple[str, str] | InvalidRecord] = {}
-        self._image_ids: dict[str, str] = {}
+        self.roles = list(check_roles(roles, source))
+        self.sink: Any = ReadResult() if sink is None else sink
+        self._images: dict[str, _ImageRef | InvalidRecord] = {}
         self._sample_ids: set[str] = set()
 
     def reject(self, source_file: Any, source_row: int | None, record: Any, reason: str) -> None:
-        if isinstance(record, _BadLine):
+        if isinstance(record, BadLine):
             record = record.text
-        self.result.rejected.append(
+        self.sink.reject(
             {
                 "source": self.source,
                 "source_file": str(source_file),
@@ -307,81 +333,63 @@ class _Collector:
             raise InvalidRecord(f"duplicate sample id {sample_id!r}")
 
     def image(
-        self,
-        key: str,
-        image_id: str,
-        src: Any,
-        name: str,
-        objects: Sequence[str] = (),
-        object_boxes: Sequence[Sequence[float]] = (),
-        split: str | None = None,
-    ) -> tuple[str, str]:
-        """Load (once per ``key``) and add an image row; returns ``(image_id, split)``."""
+        self, key: str, src: Any, name: str, expected_size: tuple[int, int] | None = None
+    ) -> str:
+        """Read (once per ``key``), check and store an image; returns its ``image_id``.
+
+        With ``expected_size`` (width, height, e.g. from an annotation file) an image of
+        another size is rejected and not stored.
+        """
         cached = self._images.get(key)
         if isinstance(cached, InvalidRecord):
             raise InvalidRecord(str(cached))
-        if cached is not None:
-            return cached
-        try:
-            other = self._image_ids.get(image_id)
-            if other is not None and other != key:
-                raise InvalidRecord(f"image id {image_id!r} already used by image {other!r}")
-            img = src if isinstance(src, Image.Image) else load_image(src, name)
-            png = encode_png(img)
-        except InvalidRecord as err:
-            self._images[key] = err
-            raise
-        self.add_image_row(image_id, img.width, img.height, png, objects, object_boxes, split)
-        self._image_ids[image_id] = key
-        self._images[key] = (image_id, self.result.images[-1]["split"])
-        return self._images[key]
+        if cached is None:
+            try:
+                stored = read_image(src, name)
+            except InvalidRecord as err:
+                self._images[key] = err
+                raise
+            _check_size(name, (stored.width, stored.height), expected_size)
+            self.sink.add_image(stored)
+            cached = self._images[key] = _ImageRef(stored.image_id, stored.width, stored.height)
+        _check_size(name, (cached.width, cached.height), expected_size)
+        return cached.image_id
 
-    def add_image_row(
-        self,
-        image_id: str,
-        width: int,
-        height: int,
-        png: bytes,
-        objects: Sequence[str] = (),
-        object_boxes: Sequence[Sequence[float]] = (),
-        split: str | None = None,
-    ) -> str:
-        if split is None:
-            assert self.split is not None
-            split = self.split(image_id)
-        self.result.images.append(
-            {
-                "image_id": image_id,
-                "split": split,
-                "source": self.source,
-                "image_png": png,
-                "width": int(width),
-                "height": int(height),
-                "objects": list(objects),
-                "object_boxes": [list(b) for b in object_boxes],
-            }
-        )
-        return split
+    def add_stored_image(self, stored: StoredImage) -> str:
+        self.sink.add_image(stored)
+        return stored.image_id
+
+    def split_of(self, image_id: str, split: str | None = None) -> str:
+        if split is not None:
+            return split
+        assert self.split is not None
+        return self.split(image_id)
 
     def add_sample(
         self,
         sample_id: str,
         image_id: str,
-        split: str,
         task: str,
         question: str,
         answer: str,
+        *,
+        split: str | None = None,
         cot: str | None = None,
         boxes: Sequence[Sequence[float]] = (),
         pope_split: str | None = None,
         human_map: np.ndarray | None = None,
+        objects: Sequence[str] = (),
+        object_boxes: Sequence[Sequence[float]] = (),
+        object_vocabulary: str | None = None,
     ) -> None:
         self._sample_ids.add(sample_id)
-        self.result.samples.append(
+        self.sink.add_sample(
             {
                 "sample_id": sample_id,
                 "image_id": image_id,
-                "split": split,
+                "split": self.split_of(image_id, split),
+                "source": self.source,
+                "roles": list(self.roles),
                 "task": task,
                 "question": question,
                 "answer": answer,
@@ -392,6 +400,9 @@ class _Collector:
                 "human_map": None if human_map is None else human_map.ravel().tolist(),
                 "human_map_height": None if human_map is None else int(human_map.shape[0]),
                 "human_map_width": None if human_map is None else int(human_map.shape[1]),
+                "objects": list(objects),
+                "object_boxes": [list(b) for b in object_boxes],
+                "object_vocabulary": object_vocabulary,
             }
         )
 
@@ -407,80 +418,103 @@ def _resolve_image(image_root: str | os.PathLike[str] | None, rel: Any) -> tuple
     return path, rel
 
 
-def _image_key(rel: str) -> str:
-    """Image id suffix: the relative path without its extension, '/'-separated."""
-    return Path(rel).with_suffix("").as_posix()
-
-
 # --------------------------------------------------------------------------- saliency-r1
 
 
-def _load_hf_rows(
-    source: Any, hf_split: str, cache_dir: str | None
-) -> tuple[Iterable[Mapping[str, Any]], str, Path | None]:
-    """``(rows, label for source_file, folder that relative image paths refer to)``."""
+def reference_holdout(n_rows: int, holdout: int, seed: int) -> set[int]:
+    """Row indices the reference holds out: the test set of
+    ``datasets.Dataset.train_test_split(test_size=holdout, seed=seed)`` over ALL ``n_rows``
+    rows (``np.random.default_rng(seed).permutation(n_rows)[:holdout]``), before any row is
+    validated, so that a rejected row never changes which rows are held out.
+    """
+    if holdout < 0 or holdout > n_rows:
+        raise ValueError(f"holdout={holdout} but the dataset has only {n_rows} rows")
+    return {int(i) for i in np.random.default_rng(seed).permutation(n_rows)[:holdout]}
+
+
+@dataclass
+class _Rows:
+    """A dataset's rows, streamed: how many, an iterator, a label, the folder of its files."""
+
+    n_rows: int
+    rows: Iterable[Any]
+    label: str
+    data_dir: Path | None
+
+
+def _parquet_rows(files: Sequence[Path], label: str) -> _Rows:
+    import pyarrow.parquet as pq
+
+    try:  # buffered page by page: a row group (~100 MB in HF exports) is never held whole
+        handles = [pq.ParquetFile(f, buffer_size=PARQUET_BUFFER, pre_buffer=False) for f in files]
+    except (OSError, pa.ArrowException) as err:
+        raise DataFileError(
+            f"{label}: cannot load the dataset ({type(err).__name__}: {err})"
+        ) from err
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for handle in handles:
+            for batch in handle.iter_batches(batch_size=64):
+                yield from batch.to_pylist()
+
+    return _Rows(sum(h.metadata.num_rows for h in handles), rows(), label, None)
+
+
+def _json_rows(files: Sequence[Path], label: str) -> _Rows:
+    def rows() -> Iterator[Any]:
+        for file in files:
+            for _, record in iter_json_records(file):
+                yield record
+
+    n_rows = sum(1 for _ in rows())  # a counting pass: the holdout needs the row count
+    return _Rows(n_rows, rows(), label, None)
+
+
+def _dataset_rows(ds: Any, label: str) -> _Rows:
+    return _Rows(len(ds), _undecoded(ds), label, None)
+
+
+def _load_rows(source: Any, hf_split: str, cache_dir: str | None) -> _Rows:
+    """The rows of a saliency-r1 source (see :func:`read_saliency_r1`)."""
     import datasets
 
     if isinstance(source, datasets.DatasetDict):
         source = source[hf_split]
     if isinstance(source, datasets.Dataset):
-        return _undecoded(source), "<datasets.Dataset>", None
+        return _dataset_rows(source, "<datasets.Dataset>")
     if isinstance(source, (list, tuple)):
-        return source, "<records>", None
+        return _Rows(len(source), source, "<records>", None)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"unsupported saliency-r1 source {source!r}")
-    path = Path(source)
-    label = str(source)
-    try:
-        if path.is_dir():
-            markers = ("dataset_info.json", "state.json", "dataset_dict.json")
-            if any((path / m).exists() for m in markers):
-                ds = datasets.load_from_disk(str(path))
-                if isinstance(ds, datasets.DatasetDict):
-                    ds = ds[hf_split]
-                return _undecoded(ds), label, path
-            files = sorted(str(p) for p in path.rglob("*.parquet"))
-            builder = "parquet"
-            if not files:
-                files = sorted(str(p) for p in path.rglob("*.json*"))
-                builder = "json"
-            if not files:
-                raise DataFileError(f"{path}: no .parquet/.json/.jsonl files in this folder")
-            ds = datasets.load_dataset(
-                builder, data_files=files, split="train", cache_dir=cache_dir
-            )
-            return _undecoded(ds), label, path
-        suffix = path.suffix.lower()
-        if suffix in (".parquet", ".json", ".jsonl"):
-            _check_file(path)
-            builder = "parquet" if suffix == ".parquet" else "json"
-            if builder == "json":
-                _diagnose_json(path)
-            ds = datasets.load_dataset(
-                builder, data_files=str(path), split="train", cache_dir=cache_dir
-            )
-            return _undecoded(ds), label, path.parent
-        # a Hugging Face hub id (or a hub-cached dataset name)
+    path, label = Path(source), str(source)
+    if path.is_dir():
+        markers = ("dataset_info.json", "state.json", "dataset_dict.json")
+        if any((path / m).exists() for m in markers):
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds[hf_split]
+            rows = _dataset_rows(ds, label)
+        elif files := sorted(path.rglob("*.parquet")):
+            rows = _parquet_rows(files, label)
+        elif files := sorted(path.rglob("*.json*")):
+            rows = _json_rows(files, label)
+        else:
+            raise DataFileError(f"{path}: no .parquet/.json/.jsonl files in this folder")
+        rows.data_dir = path
+        return rows
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".json", ".jsonl"):
+        check_file(path)
+        rows = _parquet_rows([path], label) if suffix == ".parquet" else _json_rows([path], label)
+        rows.data_dir = path.parent
+        return rows
+    try:  # a Hugging Face hub id (or a hub-cached dataset name)
         ds = datasets.load_dataset(str(source), split=hf_split, cache_dir=cache_dir)
-        return _undecoded(ds), label, None
-    except (DataFileError, FileNotFoundError):
-        raise
-    except Exception as err:  # noqa: BLE001 - datasets/pyarrow raise many error types
+    except Exception as err:  # noqa: BLE001 - datasets raises many error types
         raise DataFileError(
             f"{label}: cannot load the dataset ({type(err).__name__}: {err})"
         ) from err
-
-
-def _diagnose_json(path: Path) -> None:
-    """Fail early, naming the line, when a JSON/JSONL file has no parseable record."""
-    text = _read_text(path)
-    if text.lstrip().startswith("["):
-        _load_json_document(path)
-    else:
-        bad = [row for row in _load_json_lines(path) if isinstance(row[1], _BadLine)]
-        if bad:
-            line, item = bad[0]
-            raise DataFileError(f"{path}: line {line + 1}: {item.reason}")
+    return _dataset_rows(ds, label)
 
 
 def _undecoded(ds: Any) -> Any:
@@ -493,6 +527,18 @@ def _undecoded(ds: Any) -> Any:
     return ds
 
 
+def _saliency_image(record: Mapping[str, Any], index: int, label: str, root: Any) -> tuple:
+    src = record["image"]
+    name = f"{label} row {index}"
+    if isinstance(src, str):
+        src, name = _resolve_image(root, src)
+    elif isinstance(src, Mapping) and src.get("path"):
+        name = str(src["path"])
+        if src.get("bytes") is None:
+            src, name = _resolve_image(root, name)
+    return src, name
+
+
 def read_saliency_r1(
     source: Any,
     *,
@@ -503,43 +549,41 @@ def read_saliency_r1(
     hf_split: str = "train",
     image_root: str | os.PathLike[str] | None = None,
     cache_dir: str | None = None,
+    roles: Iterable[str] = DEFAULT_ROLES["saliency_r1"],
     source_name: str = "saliency-r1-8k",
-) -> ReadResult:
+    sink: RowSink | None = None,
+) -> Any:
     """Read saliency-r1-8k: fields ``image``, ``problem``, ``solution``, ``bbox``.
 
     ``source``: a Hugging Face dataset id, a ``save_to_disk`` folder, a folder of
     Parquet/JSON(L) files, one such file, a ``datasets.Dataset``, or a list of dicts.
     ``image`` is a PIL image, ``{"bytes", "path"}`` dict, raw bytes or a path (relative
     paths are resolved against ``image_root``, default the data file's folder). ``bbox`` is
-    the string ``"[x1, y1, x2, y2]"`` normalised to [0, 1]. Each row gives one image and one
-    ``vqa`` sample: question = problem, answer/cot from :func:`split_think` (cot is null
-    when the solution has no think tags), boxes = [bbox].
+    the string ``"[x1, y1, x2, y2]"`` normalised to [0, 1]. Each row gives one ``vqa``
+    sample: question = problem, answer/cot from :func:`split_think` (cot is null when the
+    solution has no think tags), boxes = [bbox].
 
     Images with a side > ``max_image_side`` are rejected with a ``"filtered:"`` reason
-    (None keeps all). Split: with ``split=None`` (default) the reference protocol: after
-    validation and filtering, ``holdout`` kept rows chosen by
-    ``np.random.default_rng(seed).permutation`` go to ``test``, the rest to ``train``
-    (the test set of ``Dataset.train_test_split(test_size=holdout, seed=seed)`` on the kept
-    rows). A split name or function overrides this. ids: ``{source_name}-{row:05d}``.
+    (None keeps all). Split: with ``split=None`` (default) the reference protocol: the
+    ``holdout`` rows of :func:`reference_holdout` over ALL rows (seed ``seed``) go to
+    ``test``, the rest to ``train``; rows are validated after that, so a held-out row that
+    is rejected leaves the test split one row short instead of moving another row in. A
+    split name or function overrides this. ids: ``{source_name}-{row:05d}-vqa``.
+    Returns the sink (a new :class:`ReadResult` when none is given).
     """
-    rows, label, data_dir = _load_hf_rows(source, hf_split, cache_dir)
-    root = Path(image_root) if image_root is not None else data_dir
-    col = _Collector(source_name, split)
-    pending: list[dict[str, Any]] = []
-    for index, record in enumerate(rows):
+    data = _load_rows(source, hf_split, cache_dir)
+    root = Path(image_root) if image_root is not None else data.data_dir
+    col = _Collector(source_name, split, roles, sink)
+    test_rows = reference_holdout(data.n_rows, holdout, seed) if split is None else set()
+    for index, record in enumerate(data.rows):
         try:
+            if isinstance(record, BadLine):
+                raise InvalidRecord(record.reason)
             require_fields(record, ["image", "problem", "solution", "bbox"])
             question = require_str(record, "problem")
             answer, cot = split_think(require_str(record, "solution"), "solution")
             box = parse_box_string(record["bbox"])
-            src = record["image"]
-            name = f"{label} row {index}"
-            if isinstance(src, str):
-                src, name = _resolve_image(root, src)
-            elif isinstance(src, Mapping) and src.get("path"):
-                name = str(src["path"])
-                if src.get("bytes") is None:
-                    src, name = _resolve_image(root, name)
+            src, name = _saliency_image(record, index, data.label, root)
             if max_image_side is not None:
                 width, height = image_size(src, name)
                 if max(width, height) > max_image_side:
@@ -547,50 +591,25 @@ def read_saliency_r1(
                         f"{FILTERED_PREFIX} image {name!r} is {width}x{height}, a side > "
                         f"max_image_side={max_image_side}"
                     )
-            img = load_image(src, name)
+            image_id = col.add_stored_image(read_image(src, name))
         except InvalidRecord as err:
-            col.reject(label, index, record, str(err))
+            col.reject(data.label, index, record, str(err))
             continue
-        pending.append(
-            {
-                "index": index,
-                "png": encode_png(img),
-                "width": img.width,
-                "height": img.height,
-                "question": question,
-                "answer": answer,
-                "cot": cot,
-                "box": box,
-            }
-        )
-    test_rows: set[int] = set()
-    if split is None:
-        if holdout < 0 or holdout > len(pending):
-            raise ValueError(
-                f"{label}: holdout={holdout} but only {len(pending)} valid rows were read"
-            )
-        perm = np.random.default_rng(seed).permutation(len(pending))
-        test_rows = {int(i) for i in perm[:holdout]}
-    for k, item in enumerate(pending):
-        image_id = f"{source_name}-{item['index']:05d}"
-        fixed = None if split is not None else ("test" if k in test_rows else "train")
-        img_split = col.add_image_row(
-            image_id, item["width"], item["height"], item["png"], split=fixed
-        )
+        fixed = None if split is not None else ("test" if index in test_rows else "train")
         col.add_sample(
-            f"{image_id}-vqa",
+            f"{source_name}-{index:05d}-vqa",
             image_id,
-            img_split,
             "vqa",
-            item["question"],
-            item["answer"],
-            cot=item["cot"],
-            boxes=[item["box"]],
+            question,
+            answer,
+            split=fixed,
+            cot=cot,
+            boxes=[box],
         )
-    return col.result
+    return col.sink
 
 
-# --------------------------------------------------------------------------- LLaVA
+# --------------------------------------------------------------------------- LLaVA / Mulberry
 
 
 _HUMAN = ("human", "user")
@@ -598,7 +617,8 @@ _GPT = ("gpt", "assistant")
 
 
 def _first_pair(conversations: Any) -> tuple[str, str]:
-    """The first human turn and the first gpt turn after it (later turns are ignored)."""
+    """The first human/user turn and the first gpt/assistant turn after it (later turns are
+    ignored)."""
     if not isinstance(conversations, list):
         raise InvalidRecord(
             f"field 'conversations' is a {type(conversations).__name__}, expected a list"
@@ -618,53 +638,68 @@ def _first_pair(conversations: Any) -> tuple[str, str]:
     raise InvalidRecord("no human turn followed by a gpt turn in 'conversations'")
 
 
+def _conversation_image(record: Any) -> Any:
+    """The one image path of a LLaVA-CoT (``image``) or Mulberry (``images: [...]``) record."""
+    if not isinstance(record, Mapping):
+        raise InvalidRecord(f"record is a {type(record).__name__}, expected a JSON object")
+    if record.get("image") is not None:
+        image = record["image"]
+        if isinstance(image, list):
+            raise InvalidRecord("field 'image' is a list; multi-image records not supported")
+        return image
+    images = record.get("images")
+    if images is None:
+        raise InvalidRecord("missing field 'image' (LLaVA-CoT) or 'images' (Mulberry)")
+    if not isinstance(images, list) or len(images) != 1:
+        count = len(images) if isinstance(images, list) else type(images).__name__
+        raise InvalidRecord(f"field 'images' holds {count} entries; exactly 1 is supported")
+    return images[0]
+
+
 def read_llava_conversations(
     json_path: str | os.PathLike[str],
     image_root: str | os.PathLike[str],
     *,
     split: SplitSpec = "train",
+    roles: Iterable[str] = DEFAULT_ROLES["llava_conversations"],
     source_name: str = "sft-cold-start",
-) -> ReadResult:
-    """Read a LLaVA conversation JSON list (the Vision-R1-cold SFT format).
+    sink: RowSink | None = None,
+) -> Any:
+    """Read a conversation JSON list: both files of the Vision-R1 cold start.
 
-    Records ``{"id"?, "image": relative path, "conversations": [{"from": "human", "value":
-    "<image>\\n..."}, {"from": "gpt", "value": "<think>...</think>..."}, ...]}``. Only the
-    FIRST human turn and the first gpt turn after it are used (later turns are ignored);
-    a record without such a pair is rejected, as is a list of several images. question =
-    the human value without ``<image>`` placeholders, stripped; answer/cot from
-    :func:`split_think` on the gpt value (cot = the gpt value when it has think tags, else
-    null). Task ``vqa``, no boxes. Sample ids ``{source_name}-{id}`` (``id`` field, else the
-    0-based record index); image ids ``{source_name}-{image path without extension}``.
+    LLaVA-CoT records ``{"id", "image": relative path, "conversations": [{"from": "human",
+    "value": "<image>\\n..."}, {"from": "gpt", "value": "<think>...</think>..."}]}`` and
+    Mulberry records ``{"images": [relative path], "conversations": [{"from": "user", ...},
+    {"from": "assistant", ...}]}``. Only the FIRST human/user turn and the first
+    gpt/assistant turn after it are used (later turns are ignored); a record without such a
+    pair is rejected, as is one with several images. question = the human value without
+    ``<image>`` placeholders, stripped; answer/cot from :func:`split_think` on the reply
+    (cot = the reply when it has think tags, else null). Task ``vqa``, no boxes. Sample ids
+    ``{source_name}-{id}``, or ``{source_name}-{file name without extension}-{index:06d}``
+    (0-based record index) for records without ``id``. Returns the sink.
     """
-    path = _check_file(json_path)
-    data = _load_json_document(path)
-    if not isinstance(data, list):
-        raise DataFileError(
-            f"{path}: top level is a {type(data).__name__}, expected a JSON list of records"
-        )
-    col = _Collector(source_name, split)
-    for index, record in enumerate(data):
+    path = check_file(json_path)
+    col = _Collector(source_name, split, roles, sink)
+    for index, record in enumerate(iter_json_array(path)):
         try:
-            require_fields(record, ["image", "conversations"])
-            if isinstance(record["image"], list):
-                raise InvalidRecord("field 'image' is a list; multi-image records not supported")
+            rel = _conversation_image(record)
+            require_fields(record, ["conversations"])
             human, gpt = _first_pair(record["conversations"])
             question = human.replace("<image>", "").strip()
             if not question:
                 raise InvalidRecord("empty question after removing '<image>'")
             answer, cot = split_think(gpt, "gpt reply")
             rid = record.get("id")
-            sample_id = f"{source_name}-{rid if rid is not None else f'{index:06d}'}"
-            img_path, name = _resolve_image(image_root, record["image"])
+            key = rid if rid is not None else f"{path.stem}-{index:06d}"
+            sample_id = f"{source_name}-{key}"
+            img_path, name = _resolve_image(image_root, rel)
             col.check_sample_id(sample_id)
-            image_id, img_split = col.image(
-                str(img_path), f"{source_name}-{_image_key(name)}", img_path, name
-            )
+            image_id = col.image(str(img_path), img_path, name)
         except InvalidRecord as err:
             col.reject(path, index, record, str(err))
             continue
-        col.add_sample(sample_id, image_id, img_split, "vqa", question, answer, cot=cot)
-    return col.result
+        col.add_sample(sample_id, image_id, "vqa", question, answer, cot=cot)
+    return col.sink
 
 
 # --------------------------------------------------------------------------- POPE
@@ -701,22 +736,23 @@ def read_pope(
     image_root: str | os.PathLike[str],
     *,
     split: SplitSpec = "test",
+    roles: Iterable[str] = DEFAULT_ROLES["pope"],
     source_name: str = "pope",
-) -> ReadResult:
+    sink: RowSink | None = None,
+) -> Any:
     """Read POPE question files (JSON Lines ``{question_id, image, text, label}``).
 
     ``files``: ``{"random": path, ...}`` or paths named ``coco_pope_{random,popular,
     adversarial}.json`` (a JSON array file is accepted too). Task ``pope``, question = text,
     answer = label lowercased (anything but yes/no is rejected), pope_split from the dict key
-    or file name. ``image`` is relative to ``image_root`` (COCO val2014). One ``images`` row
-    per distinct image over all files (id ``{source_name}-{file name without extension}``);
-    sample ids ``{source_name}-{pope_split}-{question_id}`` (duplicates rejected).
+    or file name. ``image`` is relative to ``image_root`` (COCO val2014). Sample ids
+    ``{source_name}-{pope_split}-{question_id}`` (duplicates rejected). Returns the sink.
     """
-    col = _Collector(source_name, split)
+    col = _Collector(source_name, split, roles, sink)
     for pope_split, path in _pope_files(files):
-        for lineno, record in _load_json_lines(path):
+        for lineno, record in iter_json_records(path):
             try:
-                if isinstance(record, _BadLine):
+                if isinstance(record, BadLine):
                     raise InvalidRecord(record.reason)
                 require_fields(record, ["question_id", "image", "text", "label"])
                 question = require_str(record, "text")
@@ -726,16 +762,12 @@ def read_pope(
                 sample_id = f"{source_name}-{pope_split}-{record['question_id']}"
                 img_path, name = _resolve_image(image_root, record["image"])
                 col.check_sample_id(sample_id)
-                image_id, img_split = col.image(
-                    str(img_path), f"{source_name}-{_image_key(name)}", img_path, name
-                )
+                image_id = col.image(str(img_path), img_path, name)
             except InvalidRecord as err:
                 col.reject(path, lineno, record, str(err))
                 continue
-            col.add_sample(
-                sample_id, image_id, img_split, "pope", question, label, pope_split=pope_split
-            )
-    return col.result
+            col.add_sample(sample_id, image_id, "pope", question, label, pope_split=pope_split)
+    return col.sink
 
 
 # --------------------------------------------------------------------------- COCO
@@ -748,49 +780,10 @@ def _positive_int(record: Mapping[str, Any], name: str) -> int:
     return value
 
 
-def _coco_document(path: Any, what: str) -> dict[str, Any]:
-    data = _load_json_document(path)
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise DataFileError(f"{path}: not a COCO {what} file (no 'annotations' list)")
-    if not isinstance(data.get("images", []), list):
-        raise DataFileError(f"{path}: 'images' is not a list")
-    return data
-
-
-def read_coco(
-    captions_json: str | os.PathLike[str],
-    instances_json: str | os.PathLike[str] | None,
-    image_root: str | os.PathLike[str],
-    max_images: int | None = None,
-    *,
-    split: SplitSpec = "test",
-    seed: int | None = None,
-    object_instances: bool = False,
-    source_name: str = "coco",
-) -> ReadResult:
-    """Read COCO captions (+ instances for CHAIR ground truth) into caption samples.
-
-    Images are the ``images`` entries of ``captions_json`` ordered by id; ``max_images``
-    keeps the first N (or, with ``seed``, N drawn with ``np.random.default_rng(seed)``).
-    Images not selected are neither read nor rejected, and neither are their annotations.
-    Per image: ``objects`` = the unique category names of its instance annotations, sorted,
-    and ``object_boxes`` = for each name the box enclosing all its instances (COCO
-    ``[x, y, w, h]`` pixels -> normalised ``[x1, y1, x2, y2]``, x / width and y / height of
-    the ``images`` entry; crowd annotations included). With ``object_instances=True`` there
-    is one entry per annotation instead (names repeat; sorted by name, then box). One
-    ``caption`` sample per image: question "Describe this image.", answer = its FIRST
-    reference caption in file order (the others are not stored). Rejected: malformed image
-    entries, images without a caption, missing/corrupt image files, a decoded size that
-    differs from the entry's width/height, and annotations with an unknown image or
-    category id or a bad box (the image is kept without that object).
-    """
-    captions_path = _check_file(captions_json)
-    cap = _coco_document(captions_path, "captions")
-    inst = _coco_document(_check_file(instances_json), "instances") if instances_json else None
-    col = _Collector(source_name, split)
-
+def _coco_image_entries(path: Path, col: _Collector) -> dict[int, tuple[int, dict[str, Any]]]:
+    """``{coco id: (index, entry)}`` of the well-formed ``images`` entries (others rejected)."""
     entries: dict[int, tuple[int, dict[str, Any]]] = {}
-    for index, entry in enumerate(cap.get("images", [])):
+    for index, entry in enumerate(iter_json_array(path, "images")):
         try:
             require_fields(entry, ["id", "file_name", "width", "height"])
             image_id_num = entry["id"]
@@ -802,106 +795,171 @@ def read_coco(
             if image_id_num in entries:
                 raise InvalidRecord(f"duplicate image id {image_id_num}")
         except InvalidRecord as err:
-            col.reject(captions_path, index, entry, f"image entry: {err}")
+            col.reject(path, index, entry, f"image entry: {err}")
             continue
         entries[image_id_num] = (index, entry)
-    known_ids = set(entries)
-    if inst is not None:
-        known_ids |= {e.get("id") for e in inst.get("images", []) if isinstance(e, Mapping)}
+    return entries
 
-    order = sorted(entries)
+
+def _select_images(ids: Iterable[int], max_images: int | None, seed: int | None) -> list[int]:
+    order = sorted(ids)
     if max_images is not None and max_images < len(order):
         if seed is None:
-            order = order[:max_images]
-        else:
-            picks = np.random.default_rng(seed).choice(len(order), max_images, replace=False)
-            order = [order[i] for i in sorted(picks)]
-    selected = set(order)
+            return order[:max_images]
+        picks = np.random.default_rng(seed).choice(len(order), max_images, replace=False)
+        return [order[i] for i in sorted(picks)]
+    return order
 
-    captions: dict[int, list[str]] = {i: [] for i in selected}
-    for index, ann in enumerate(cap["annotations"]):
+
+def _first_captions(
+    path: Path, col: _Collector, known_ids: set[Any], selected: set[int]
+) -> dict[int, str]:
+    first: dict[int, str] = {}
+    for index, ann in enumerate(iter_json_array(path, "annotations")):
         try:
             require_fields(ann, ["image_id", "caption"])
             if ann["image_id"] not in known_ids:
                 raise InvalidRecord(f"image_id {ann['image_id']!r} not in 'images'")
             if ann["image_id"] not in selected:
                 continue
-            captions[ann["image_id"]].append(require_str(ann, "caption"))
+            caption = require_str(ann, "caption")
+            first.setdefault(ann["image_id"], caption)
         except InvalidRecord as err:
-            col.reject(captions_path, index, ann, f"caption annotation: {err}")
+            col.reject(path, index, ann, f"caption annotation: {err}")
+    return first
 
-    objects: dict[int, list[tuple[str, list[float]]]] = {i: [] for i in selected}
-    if inst is not None:
-        inst_path = Path(instances_json)  # type: ignore[arg-type]
-        categories = {
-            c.get("id"): c.get("name")
-            for c in inst.get("categories", [])
-            if isinstance(c, Mapping) and isinstance(c.get("name"), str)
-        }
-        for index, ann in enumerate(inst["annotations"]):
-            try:
-                require_fields(ann, ["image_id", "category_id", "bbox"])
-                if ann["image_id"] not in known_ids:
-                    raise InvalidRecord(f"image_id {ann['image_id']!r} not in 'images'")
-                if ann["image_id"] not in selected:
-                    continue
-                name = categories.get(ann["category_id"])
-                if name is None:
-                    raise InvalidRecord(f"category_id {ann['category_id']!r} not in 'categories'")
-                entry = entries[ann["image_id"]][1]
-                box = pixel_box_to_normalised(ann["bbox"], entry["width"], entry["height"])
-            except InvalidRecord as err:
-                col.reject(inst_path, index, ann, f"instance annotation: {err}")
+
+class _CocoObjects:
+    """Per image: the enclosing box of each category (or every instance, ``per_instance``)."""
+
+    def __init__(self, per_instance: bool) -> None:
+        self.per_instance = per_instance
+        self.items: dict[int, list[tuple[str, list[float]]]] = {}
+
+    def add(self, coco_id: int, name: str, box: list[float]) -> None:
+        items = self.items.setdefault(coco_id, [])
+        if not self.per_instance:
+            for other, union in items:
+                if other == name:
+                    union[:] = [
+                        min(union[0], box[0]),
+                        min(union[1], box[1]),
+                        max(union[2], box[2]),
+                        max(union[3], box[3]),
+                    ]
+                    return
+        items.append((name, box))
+
+    def of(self, coco_id: int) -> tuple[list[str], list[list[float]]]:
+        items = sorted(self.items.get(coco_id, []))
+        return [n for n, _ in items], [b for _, b in items]
+
+
+def _coco_instances(
+    path: Path,
+    col: _Collector,
+    entries: Mapping[int, tuple[int, dict[str, Any]]],
+    known_ids: set[Any],
+    selected: set[int],
+    per_instance: bool,
+) -> _CocoObjects:
+    categories = {
+        c.get("id"): c.get("name")
+        for c in iter_json_array(path, "categories")
+        if isinstance(c, Mapping) and isinstance(c.get("name"), str)
+    }
+    objects = _CocoObjects(per_instance)
+    for index, ann in enumerate(iter_json_array(path, "annotations")):
+        try:
+            require_fields(ann, ["image_id", "category_id", "bbox"])
+            if ann["image_id"] not in known_ids:
+                raise InvalidRecord(f"image_id {ann['image_id']!r} not in 'images'")
+            if ann["image_id"] not in selected:
                 continue
-            objects[ann["image_id"]].append((name, box))
+            name = categories.get(ann["category_id"])
+            if name is None:
+                raise InvalidRecord(f"category_id {ann['category_id']!r} not in 'categories'")
+            entry = entries[ann["image_id"]][1]
+            box = pixel_box_to_normalised(ann["bbox"], entry["width"], entry["height"])
+        except InvalidRecord as err:
+            col.reject(path, index, ann, f"instance annotation: {err}")
+            continue
+        objects.add(ann["image_id"], name, box)
+    return objects
 
+
+def read_coco(
+    captions_json: str | os.PathLike[str],
+    instances_json: str | os.PathLike[str] | None,
+    image_root: str | os.PathLike[str],
+    max_images: int | None = None,
+    *,
+    split: SplitSpec = "test",
+    seed: int | None = None,
+    object_instances: bool = False,
+    roles: Iterable[str] = DEFAULT_ROLES["coco"],
+    source_name: str = "coco",
+    sink: RowSink | None = None,
+) -> Any:
+    """Read COCO captions (+ instances for CHAIR ground truth) into caption samples.
+
+    Images are the ``images`` entries of ``captions_json`` ordered by id; ``max_images``
+    keeps the first N (or, with ``seed``, N drawn with ``np.random.default_rng(seed)``).
+    Images not selected are neither read nor rejected, and neither are their annotations.
+    One ``caption`` sample per image: question "Describe this image.", answer = its FIRST
+    reference caption in file order (the others are not stored); its ``objects`` = the
+    unique category names of the image's instance annotations, sorted, with
+    ``object_boxes`` = for each name the box enclosing all its instances (COCO ``[x, y, w,
+    h]`` pixels -> normalised ``[x1, y1, x2, y2]``, x / width and y / height of the
+    ``images`` entry; crowd annotations included), and ``object_vocabulary`` "coco" (null
+    without ``instances_json``). With ``object_instances=True`` there is one entry per
+    annotation instead (names repeat; sorted by name, then box). Rejected: malformed image
+    entries, images without a caption, missing/corrupt image files, a decoded size that
+    differs from the entry's width/height, and annotations with an unknown image or
+    category id or a bad box (the image is kept without that object). The files are read
+    element by element (:func:`lookright.data.jsonstream.iter_json_array`). Returns the sink.
+    """
+    captions_path = check_file(captions_json)
+    inst_path = check_file(instances_json) if instances_json else None
+    col = _Collector(source_name, split, roles, sink)
+    entries = _coco_image_entries(captions_path, col)
+    known_ids: set[Any] = set(entries)
+    if inst_path is not None:
+        known_ids |= {
+            e.get("id") for e in iter_json_array(inst_path, "images") if isinstance(e, Mapping)
+        }
+    order = _select_images(entries, max_images, seed)
+    selected = set(order)
+    captions = _first_captions(captions_path, col, known_ids, selected)
+    objects = (
+        _coco_instances(inst_path, col, entries, known_ids, selected, object_instances)
+        if inst_path is not None
+        else _CocoObjects(object_instances)
+    )
+    vocabulary = "coco" if inst_path is not None else None
     for coco_id in order:
         index, entry = entries[coco_id]
         try:
-            if not captions[coco_id]:
+            if coco_id not in captions:
                 raise InvalidRecord(f"no caption for image id {coco_id}")
             img_path, name = _resolve_image(image_root, entry["file_name"])
-            img = load_image(img_path, name)
-            if img.size != (entry["width"], entry["height"]):
-                raise InvalidRecord(
-                    f"image {name!r}: decoded size {img.width}x{img.height} differs from the "
-                    f"annotated {entry['width']}x{entry['height']}"
-                )
-            names, boxes = _coco_objects(objects[coco_id], object_instances)
-            image_id, img_split = col.image(
-                str(img_path),
-                f"{source_name}-{_image_key(name)}",
-                img,
-                name,
-                objects=names,
-                object_boxes=boxes,
-            )
+            expected = (entry["width"], entry["height"])
+            image_id = col.image(str(img_path), img_path, name, expected_size=expected)
         except InvalidRecord as err:
             col.reject(captions_path, index, entry, str(err))
             continue
+        names, boxes = objects.of(coco_id)
         col.add_sample(
             f"{source_name}-{coco_id}-caption",
             image_id,
-            img_split,
             "caption",
             COCO_CAPTION_QUESTION,
-            captions[coco_id][0],
+            captions[coco_id],
+            objects=names,
+            object_boxes=boxes,
+            object_vocabulary=vocabulary,
         )
-    return col.result
-
-
-def _coco_objects(
-    items: list[tuple[str, list[float]]], per_instance: bool
-) -> tuple[list[str], list[list[float]]]:
-    if per_instance:
-        items = sorted(items)
-        return [n for n, _ in items], [b for _, b in items]
-    union: dict[str, list[float]] = {}
-    for name, (x1, y1, x2, y2) in items:
-        u = union.setdefault(name, [x1, y1, x2, y2])
-        u[:] = [min(u[0], x1), min(u[1], y1), max(u[2], x2), max(u[3], y2)]
-    names = sorted(union)
-    return names, [union[n] for n in names]
+    return col.sink
 
 
 # --------------------------------------------------------------------------- VQA-HAT
@@ -950,31 +1008,28 @@ def vqa_v1_questions(
     questions_json: str | os.PathLike[str],
     annotations_json: str | os.PathLike[str],
     question_ids: Iterable[Any] | None = None,
-    image_template: str = "COCO_val2014_{image_id:012d}.jpg",
+    image_template: str = VQA_HAT_VAL_IMAGES,
 ) -> list[dict[str, Any]]:
     """Question dicts for :func:`read_vqa_hat` from the VQA v1 questions + annotations files.
 
     ``questions_json`` holds ``{"questions": [{question_id, image_id, question}]}``,
     ``annotations_json`` ``{"annotations": [{question_id, multiple_choice_answer, ...}]}``;
     answer = ``multiple_choice_answer``, image = ``image_template`` formatted with the image
-    id. ``question_ids`` (e.g. :func:`vqa_hat_question_ids`) selects questions (a selection,
-    not a rejection). A field that cannot be filled is left out, so that
-    :func:`read_vqa_hat` rejects the question with the reason.
+    id (``COCO_val2014_{image_id:012d}.jpg`` for VQA-HAT val, ``COCO_train2014_...`` for its
+    train split). ``question_ids`` (e.g. :func:`vqa_hat_question_ids`) selects questions (a
+    selection, not a rejection); only those are kept in memory. A field that cannot be
+    filled is left out, so that :func:`read_vqa_hat` rejects the question with the reason.
     """
-    qdoc = _load_json_document(questions_json)
-    adoc = _load_json_document(annotations_json)
-    if not isinstance(qdoc, dict) or not isinstance(qdoc.get("questions"), list):
-        raise DataFileError(f"{questions_json}: not a VQA questions file (no 'questions' list)")
-    if not isinstance(adoc, dict) or not isinstance(adoc.get("annotations"), list):
-        raise DataFileError(f"{annotations_json}: not a VQA annotations file (no 'annotations')")
-    answers = {
-        str(a.get("question_id")): a.get("multiple_choice_answer")
-        for a in adoc["annotations"]
-        if isinstance(a, Mapping)
-    }
     wanted = None if question_ids is None else {str(q) for q in question_ids}
+    try:
+        image_template.format(image_id=1)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ValueError(
+            f"image_template {image_template!r}: must format with image_id, e.g. "
+            f"'COCO_train2014_{{image_id:012d}}.jpg' ({err})"
+        ) from None
     out: list[dict[str, Any]] = []
-    for q in qdoc["questions"]:
+    for q in iter_json_array(questions_json, "questions"):
         qid = q.get("question_id") if isinstance(q, Mapping) else None
         if wanted is not None and str(qid) not in wanted:
             continue
@@ -984,9 +1039,13 @@ def vqa_v1_questions(
         rec: dict[str, Any] = {"question_id": qid, "question": q.get("question")}
         if isinstance(q.get("image_id"), int):
             rec["image"] = image_template.format(image_id=q["image_id"])
-        if answers.get(str(qid)) is not None:
-            rec["answer"] = answers[str(qid)]
         out.append(rec)
+    by_id = {str(r["question_id"]): r for r in out}
+    for a in iter_json_array(annotations_json, "annotations"):
+        if isinstance(a, Mapping) and str(a.get("question_id")) in by_id:
+            answer = a.get("multiple_choice_answer")
+            if answer is not None:
+                by_id[str(a["question_id"])]["answer"] = answer
     return out
 
 
@@ -996,8 +1055,10 @@ def read_vqa_hat(
     image_root: str | os.PathLike[str] | None = None,
     *,
     split: SplitSpec = "test",
+    roles: Iterable[str] = DEFAULT_ROLES["vqa_hat"],
     source_name: str = "vqa-hat",
-) -> ReadResult:
+    sink: RowSink | None = None,
+) -> Any:
     """Read VQA-HAT human attention maps for VQA v1 questions.
 
     ``questions``: dicts (or a JSON / JSON Lines file of them) with ``question_id``,
@@ -1006,44 +1067,44 @@ def read_vqa_hat(
     is used); each is scaled to [0, 1] (8-bit / 255) and the annotators' maps (which must
     share one size) are averaged in float64; the mean is stored as float32, row-major, in
     ``human_map`` with ``human_map_height/width`` (the maps' own resolution, independent of
-    the image). Task ``vqa``, no boxes. Questions without maps, with an unreadable map or maps of different sizes are
-    rejected. Sample ids ``{source_name}-{question_id}``.
+    the image). Task ``vqa``, no boxes. Questions without maps, with an unreadable map or
+    maps of different sizes are rejected. Sample ids ``{source_name}-{question_id}``.
+    Returns the sink.
     """
     maps_path = Path(maps_dir)
     maps = _index_maps(maps_path)
     if isinstance(questions, (str, os.PathLike)):
-        qfile: Any = _check_file(questions)
-        rows = _load_json_lines(qfile)
+        qfile: Any = check_file(questions)
+        rows: Iterable[tuple[int, Any]] = iter_json_records(qfile)
     else:
         qfile = maps_path
-        rows = list(enumerate(questions))
-    col = _Collector(source_name, split)
+        rows = enumerate(questions)
+    col = _Collector(source_name, split, roles, sink)
     for index, record in rows:
         try:
-            if isinstance(record, _BadLine):
+            if isinstance(record, BadLine):
                 raise InvalidRecord(record.reason)
             require_fields(record, ["question_id", "image", "question", "answer"])
             qid = str(record["question_id"])
             question = require_str(record, "question")
             answer = require_str(record, "answer")
-            found = maps.get(qid)
-            if not found:
-                raise InvalidRecord(f"no attention maps '{qid}_<k>.png' in {maps_path}")
-            arrays = [load_attention_map(p, np.float64) for _, p in found]
-            shapes = {a.shape for a in arrays}
-            if len(shapes) > 1:
-                raise InvalidRecord(
-                    f"attention maps of question {qid} differ in size: {sorted(shapes)}"
-                )
-            human = np.mean(np.stack(arrays), axis=0).astype(np.float32)
+            human = _mean_human_map(maps.get(qid), qid, maps_path)
             sample_id = f"{source_name}-{qid}"
             img_path, name = _resolve_image(image_root, record["image"])
             col.check_sample_id(sample_id)
-            image_id, img_split = col.image(
-                str(img_path), f"{source_name}-{_image_key(name)}", img_path, name
-            )
+            image_id = col.image(str(img_path), img_path, name)
         except InvalidRecord as err:
             col.reject(qfile, index, record, str(err))
             continue
-        col.add_sample(sample_id, image_id, img_split, "vqa", question, answer, human_map=human)
-    return col.result
+        col.add_sample(sample_id, image_id, "vqa", question, answer, human_map=human)
+    return col.sink
+
+
+def _mean_human_map(found: list[tuple[int, Path]] | None, qid: str, maps_path: Path) -> Any:
+    if not found:
+        raise InvalidRecord(f"no attention maps '{qid}_<k>.png' in {maps_path}")
+    arrays = [load_attention_map(p, np.float64) for _, p in found]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise InvalidRecord(f"attention maps of question {qid} differ in size: {sorted(shapes)}")
+    return np.mean(np.stack(arrays), axis=0).astype(np.float32)

@@ -2,19 +2,22 @@
 
 Three tables, one file each under the stage's output folder:
 
-``images.parquet`` (``IMAGES``), one row per image
-    image_id      unique id (str)
-    split         "train" | "val" | "test"
-    source        dataset name ("shapes", "saliency-r1-8k", "coco", ...)
-    image_png     PNG bytes of the RGB image
-    width, height pixel size
-    objects       object class names present in the image (CHAIR ground truth; may be empty)
-    object_boxes  one normalised [x1, y1, x2, y2] box per entry of ``objects`` (may be empty)
+``images.parquet`` (``IMAGES``), one row per distinct image
+    image_id      the SHA-256 (hex) of ``image_bytes`` for real data, so an image that
+                  several datasets use (a COCO image in POPE, COCO captions and VQA-HAT) is
+                  stored once; the shapes generator's own unique ids for synthetic data
+    image_bytes   the ORIGINAL encoded file (a JPEG stays JPEG); decode and convert to RGB
+                  only when feeding a processor (:func:`lookright.train.datasets.decode_image`)
+    image_format  the file format Pillow reads it as ("JPEG", "PNG", ...)
+    width, height pixel size of the stored image (EXIF orientation not applied)
 
 ``samples.parquet`` (``SAMPLES``), one row per question/prompt about an image
     sample_id     unique id (str)
     image_id      key into ``images``
-    split         copied from the image
+    split         "train" | "val" | "test" (a property of the sample, not of its image)
+    source        the dataset it was read from ("shapes", "saliency-r1-8k", "pope", ...)
+    roles         which stages use it: "sft" (SFT target), "rl" (GRPO prompt),
+                  "eval" (evaluation); set per reader entry (``data.real[k].roles``)
     task          "vqa" (short answer), "pope" (yes/no existence) or "caption"
     question      the user prompt (without the image placeholder)
     answer        the short reference answer ("red", "yes", a caption ...)
@@ -24,6 +27,10 @@ Three tables, one file each under the stage's output folder:
     subset        a named evaluation subset ("bias_aligned", "bias_conflicting", ...) or null
     human_map     flattened row-major human-attention map (float32), or null
     human_map_height, human_map_width   its shape (null when no map)
+    objects       object class names present in the image (CHAIR ground truth; may be empty)
+    object_boxes  one normalised [x1, y1, x2, y2] box per entry of ``objects``
+    object_vocabulary  the class vocabulary ``objects`` are named in ("shapes", "coco"), or
+                  null when the sample carries no object annotation; CHAIR follows it
 
 ``rejected.parquet`` (``REJECTED``): every input row that was not kept, with why
     source, source_file, source_row, record (the offending record as JSON), reason
@@ -40,13 +47,10 @@ BOX = pa.list_(pa.float32(), 4)
 IMAGES = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("image_png", pa.binary(), nullable=False),
+        pa.field("image_bytes", pa.binary(), nullable=False),
+        pa.field("image_format", pa.string(), nullable=False),
         pa.field("width", pa.int32(), nullable=False),
         pa.field("height", pa.int32(), nullable=False),
-        pa.field("objects", pa.list_(pa.string()), nullable=False),
-        pa.field("object_boxes", pa.list_(BOX), nullable=False),
     ]
 )
 
@@ -55,6 +59,8 @@ SAMPLES = pa.schema(
         pa.field("sample_id", pa.string(), nullable=False),
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("roles", pa.list_(pa.string()), nullable=False),
         pa.field("task", pa.string(), nullable=False),
         pa.field("question", pa.string(), nullable=False),
         pa.field("answer", pa.string(), nullable=False),
@@ -65,6 +71,9 @@ SAMPLES = pa.schema(
         pa.field("human_map", pa.list_(pa.float32())),
         pa.field("human_map_height", pa.int32()),
         pa.field("human_map_width", pa.int32()),
+        pa.field("objects", pa.list_(pa.string()), nullable=False),
+        pa.field("object_boxes", pa.list_(BOX), nullable=False),
+        pa.field("object_vocabulary", pa.string()),
     ]
 )
 
@@ -81,3 +90,8 @@ REJECTED = pa.schema(
 SPLITS = ("train", "val", "test")
 TASKS = ("vqa", "pope", "caption")
 POPE_SPLITS = ("random", "popular", "adversarial")
+ROLES = ("sft", "rl", "eval")
+"""What a sample is for: ``sft`` (an SFT cold-start target, with ``<think>``), ``rl`` (a GRPO
+prompt; the saliency rewards need its ``boxes``), ``eval`` (decode / evaluate)."""
+VOCABULARIES = ("shapes", "coco")
+"""Object vocabularies of ``object_vocabulary`` (and of ``evaluate.chair.vocabulary``)."""

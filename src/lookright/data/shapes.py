@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lookright.data.readers import ReadResult, RowSink
 from lookright.data.schema import POPE_SPLITS
+from lookright.data.validate import StoredImage
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -290,34 +292,48 @@ def _subset(cfg: ShapesConfig, obj: ShapeObject) -> str | None:
     return "bias_aligned" if obj.color == cfg.bias.color else "bias_conflicting"
 
 
+SHAPES_ROLES = ("sft", "rl", "eval")
+"""The synthetic data serves every stage: SFT and GRPO train on its train split, decode
+and evaluate read its test split."""
+
+
 def generate_split(cfg: ShapesConfig, split: str) -> tuple[list[dict], list[dict]]:
     """Images and samples (rows of schema.IMAGES / schema.SAMPLES) of one split."""
+    result = ReadResult()
+    _generate_split_into(cfg, split, result)
+    return result.images, result.samples
+
+
+def _generate_split_into(cfg: ShapesConfig, split: str, sink: RowSink) -> None:
     count = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}[split]
     frequency, cooccurrence = _base_statistics(cfg)
-    images, samples = [], []
     for index in range(count):
         rng = np.random.default_rng([cfg.seed, SPLIT_SEED_OFFSET[split], index])
         image, objects = render_image(rng, cfg, split)
-        image_id = f"shapes-{split}-{index:06d}"
-        images.append(
-            {
-                "image_id": image_id,
-                "split": split,
-                "source": "shapes",
-                "image_png": _png_bytes(image),
-                "width": cfg.image_size,
-                "height": cfg.image_size,
-                "objects": [o.shape for o in objects],
-                "object_boxes": [list(o.box) for o in objects],
-            }
-        )
-        common = {"image_id": image_id, "split": split}
+        stored = StoredImage(_png_bytes(image), "PNG", cfg.image_size, cfg.image_size)
+        sink.add_image(stored)
+        key = f"shapes-{split}-{index:06d}"
+        common = {
+            "image_id": stored.image_id,
+            "split": split,
+            "source": "shapes",
+            "roles": list(SHAPES_ROLES),
+            "cot": None,
+            "pope_split": None,
+            "subset": None,
+            "human_map": None,
+            "human_map_height": None,
+            "human_map_width": None,
+            "objects": [o.shape for o in objects],
+            "object_boxes": [list(o.box) for o in objects],
+            "object_vocabulary": "shapes",
+        }
         for k, obj in enumerate(objects):
             human = simulated_human_map(rng, obj.box, cfg.human_map_size)
-            samples.append(
+            sink.add_sample(
                 {
                     **common,
-                    "sample_id": f"{image_id}-vqa{k}",
+                    "sample_id": f"{key}-vqa{k}",
                     "task": "vqa",
                     "question": f"What color is the {obj.shape}?",
                     "answer": obj.color,
@@ -337,10 +353,10 @@ def generate_split(cfg: ShapesConfig, split: str) -> tuple[list[dict], list[dict
             if pope_split in negatives:
                 pairs.append(("no", negatives[pope_split], []))
             for label, shape, boxes in pairs:
-                samples.append(
+                sink.add_sample(
                     {
                         **common,
-                        "sample_id": f"{image_id}-pope-{pope_split}-{label}",
+                        "sample_id": f"{key}-pope-{pope_split}-{label}",
                         "task": "pope",
                         "question": f"Is there a {shape} in the image?",
                         "answer": label,
@@ -348,24 +364,26 @@ def generate_split(cfg: ShapesConfig, split: str) -> tuple[list[dict], list[dict
                         "pope_split": pope_split,
                     }
                 )
-        samples.append(
+        sink.add_sample(
             {
                 **common,
-                "sample_id": f"{image_id}-caption",
+                "sample_id": f"{key}-caption",
                 "task": "caption",
                 "question": "Describe the image.",
                 "answer": caption_for(objects),
                 "boxes": [],
             }
         )
-    return images, samples
+
+
+def generate_into(cfg: ShapesConfig, sink: RowSink) -> RowSink:
+    """All splits (train, val, test) into ``sink``; images are keyed by their PNG's SHA-256."""
+    for split in ("train", "val", "test"):
+        _generate_split_into(cfg, split, sink)
+    return sink
 
 
 def generate(cfg: ShapesConfig) -> tuple[list[dict], list[dict]]:
-    """All splits: (images, samples)."""
-    images, samples = [], []
-    for split in ("train", "val", "test"):
-        split_images, split_samples = generate_split(cfg, split)
-        images += split_images
-        samples += split_samples
-    return images, samples
+    """All splits, in memory: (images, samples)."""
+    result = generate_into(cfg, ReadResult())
+    return result.images, result.samples

@@ -10,6 +10,7 @@ path, a changed format) stops the pipeline instead of training on a sliver of th
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -17,6 +18,7 @@ import numbers
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,14 @@ class DataFileError(ValueError):
 
 
 class TooManyRejected(RuntimeError):
-    """More input rows were rejected than ``data.max_rejected_fraction`` allows."""
+    """More input rows were rejected than ``data.max_rejected_fraction`` allows.
+
+    ``rejected_path``: the file the rejected rows were written to (None when not yet).
+    """
+
+    def __init__(self, message: str, rejected_path: str | os.PathLike[str] | None = None):
+        super().__init__(message)
+        self.rejected_path = rejected_path
 
 
 # --------------------------------------------------------------------------- boxes
@@ -216,6 +225,83 @@ def image_size(src: Any, name: str | None = None) -> tuple[int, int]:
         raise InvalidRecord(f"image {label!r}: cannot be decoded (PIL: {err})") from err
 
 
+MAX_ASPECT_RATIO = 200.0
+"""Longest / shortest side above this is rejected: Qwen2-VL's processor refuses such images
+(``smart_resize``: "absolute aspect ratio must be smaller than 200"), mid-training."""
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image as ``prepare_data`` stores it: the original file bytes, checked to decode.
+
+    ``image_id`` is the SHA-256 (hex) of ``data``: the same file read by several readers
+    (a COCO image in POPE, COCO captions and VQA-HAT) gets one id and is stored once.
+    """
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+
+    @property
+    def image_id(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def _source_bytes(src: Any, label: str) -> bytes:
+    if isinstance(src, Mapping):
+        if src.get("bytes") is not None:
+            src = src["bytes"]
+        elif src.get("path"):
+            src = src["path"]
+        else:
+            raise InvalidRecord(f"image {label!r}: image dict has neither bytes nor path")
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        if len(src) == 0:
+            raise InvalidRecord(f"image {label!r}: empty image bytes")
+        return bytes(src)
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.is_file():
+            raise InvalidRecord(f"image {label!r}: file not found ({path})")
+        data = path.read_bytes()
+        if not data:
+            raise InvalidRecord(f"image {label!r}: empty file ({path})")
+        return data
+    raise InvalidRecord(f"image {label!r}: unsupported image value {type(src).__name__}")
+
+
+def read_image(
+    src: Any, name: str | None = None, max_aspect_ratio: float = MAX_ASPECT_RATIO
+) -> StoredImage:
+    """The original bytes of an image, after checking that they decode fully to RGB.
+
+    ``src`` as for :func:`load_image`. The bytes are kept as they are (JPEG stays JPEG, a
+    CMYK, palette or grayscale file keeps its mode; consumers convert to RGB). A PIL image
+    without a file behind it is stored as PNG. Raises :class:`InvalidRecord` for a missing,
+    empty, unreadable, truncated or corrupt image, and for one whose longest side is more
+    than ``max_aspect_ratio`` times its shortest.
+    """
+    label = _image_name(src, name)
+    if isinstance(src, Image.Image):
+        data = encode_png(load_image(src, name))
+    else:
+        data = _source_bytes(src, label)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format or "unknown"
+            img.load()
+            img.convert("RGB")
+            width, height = img.size
+    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
+        raise InvalidRecord(f"image {label!r}: cannot be decoded (PIL: {err})") from err
+    if max(width, height) > max_aspect_ratio * min(width, height):
+        raise InvalidRecord(
+            f"image {label!r}: {width}x{height} has an aspect ratio above {max_aspect_ratio:g}"
+        )
+    return StoredImage(data, fmt, width, height)
+
+
 def encode_png(img: Image.Image, compress_level: int = 6) -> bytes:
     """PNG bytes of ``img`` converted to RGB (deterministic for the same Pillow version)."""
     buf = io.BytesIO()
@@ -292,11 +378,15 @@ def check_rejection_rate(
     total = n_kept + n_rejected
     fraction = n_rejected / total if total else 0.0
     if fraction > max_fraction:
-        where = str(rejected_path) if rejected_path is not None else "rejected.parquet"
+        where = (
+            ""
+            if rejected_path is None
+            else (f" The rejected rows and their reasons are written to {rejected_path}.")
+        )
         raise TooManyRejected(
             f"{what}: rejected {n_rejected} of {total} input rows ({fraction:.1%}; kept "
-            f"{n_kept}), above the limit {REJECTION_LIMIT_KEY} = {max_fraction:g}. "
-            f"The rejected rows and their reasons are written to {where}; fix the data or "
-            f"paths, or raise {REJECTION_LIMIT_KEY} if this is expected."
+            f"{n_kept}), above the limit {REJECTION_LIMIT_KEY} = {max_fraction:g}; fix the "
+            f"data or paths, or raise {REJECTION_LIMIT_KEY} if this is expected.{where}",
+            rejected_path=rejected_path,
         )
     return fraction

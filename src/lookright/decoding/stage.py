@@ -4,8 +4,10 @@
         --strategy sgrs+locore --out results/decode/<model>/sft/sgrs+locore \\
         [--config-json '{"decode": {...}, "model": {...}, "seed": 0}']
 
-Reads the ``decode.split`` samples of ``decode.tasks`` (``samples.parquet`` +
-``images.parquet`` from ``prepare_data``), decodes them in batches (left padding) with
+Reads the ``decode.split`` samples of ``decode.tasks`` with role ``eval`` (``samples.parquet``
++ ``images.parquet`` from ``prepare_data``; per task at most ``decode.max_samples``, a
+seeded subsample stratified by source, POPE split x label and subset, see
+:mod:`lookright.data.subsample`), decodes them in batches (left padding) with
 :func:`lookright.decoding.generate`, and writes ``<out>/answers.parquet`` (one row per sample:
 text, answer, token ids, per-token saliency, SGRS draws/fallbacks, timing), ``<out>/metrics.json``
 and ``<out>/run.json``, all logged to one MLflow run. Sampling strategies draw from one random
@@ -34,7 +36,7 @@ from lookright.decoding.params import STRATEGIES
 from lookright.eval.pope import parse_yes_no, pope_by_split
 from lookright.io import write_rows
 from lookright.models.base import load_model
-from lookright.train.datasets import decode_png, load_samples
+from lookright.train.datasets import STAGE_ROLE, decode_image, load_subsample
 
 THINK_CLOSE = "</think>"
 
@@ -131,19 +133,18 @@ def run_decode(
     device = next(model.parameters()).device
     tokenizer = processor.tokenizer
     image_token = adapter.image_token_id(model)
-    table = load_samples(data_dir, d.split, tuple(d.tasks))
     rows_out: list[dict[str, Any]] = []
     batch_index = 0
     for task in d.tasks:
-        rows = [r for r in table.to_pylist() if r["task"] == task]
-        if d.max_samples is not None:
-            rows = rows[: d.max_samples]
+        rows = load_subsample(
+            data_dir, d.split, [task], [STAGE_ROLE["decode"]], d.max_samples, cfg.seed
+        ).to_pylist()
         starts = range(0, len(rows), d.batch_size)
         for start in tqdm(starts, desc=f"decode {strategy} {task}", leave=False):
             batch = rows[start : start + d.batch_size]
             questions = [r["question"] for r in batch]
             encoded = adapter.encode(
-                processor, [decode_png(r["image_png"]) for r in batch], questions
+                processor, [decode_image(r["image_bytes"]) for r in batch], questions
             )
             inputs = encoded.inputs.to(device)
             generators = [sample_generator(cfg.seed, r["sample_id"], device) for r in batch]
@@ -242,7 +243,7 @@ def decode_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     ]
     if pope:
         for split, values in pope_by_split(pope).items():
-            for name in ("accuracy", "f1", "yes_ratio"):
+            for name in ("accuracy", "f1", "yes_ratio", "n"):
                 value = values.get(name)
                 if value is not None:
                     metrics[f"pope_{split}_{name}"] = float(value)

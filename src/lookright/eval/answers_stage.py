@@ -7,8 +7,9 @@
 
 Pure metrics, no model: reads the ``decode`` stage's ``answers.parquet`` (schema ``DECODED``
 in :mod:`lookright.decoding.stage`; its ``answer`` column, the text after the last
-``</think>``, is what is scored) and the ground-truth objects of ``prepare_data``'s
-``images.parquet``, and writes into ``--out`` (all Parquet written atomically):
+``</think>``, is what is scored) and the ground-truth objects of the caption samples in
+``prepare_data``'s ``samples.parquet`` (``objects`` and the vocabulary they are named in,
+``object_vocabulary``), and writes into ``--out`` (all Parquet written atomically):
 
 ``pope.parquet`` (``POPE_TABLE``), one row per split: random, popular, adversarial (those
 present), ``average`` (unweighted mean of the split metrics, as papers report it) and ``all``
@@ -18,7 +19,9 @@ present), ``average`` (unweighted mean of the split metrics, as papers report it
 
 ``chair.parquet`` (``CHAIR_TABLE``), one row
     model, strategy, vocabulary, chair_s, chair_i, recall, mean_length, n_captions,
-    n_hallucinated_captions, n_mentions, n_hallucinated_mentions, n_gt_objects, n_covered
+    n_hallucinated_captions, n_mentions, n_hallucinated_mentions, n_gt_objects, n_covered,
+    n_reference_mentions (object mentions in the reference captions), note (why a value is
+    null, else null)
 
 ``captions.parquet`` (``CAPTIONS_TABLE``), one row per caption
     model, strategy, sample_id, image_id, caption, mentioned (classes, unique, in order),
@@ -26,17 +29,22 @@ present), ``average`` (unweighted mean of the split metrics, as papers report it
     classes in the vocabulary), n_mentions, n_hallucinated_mentions (every mention), n_words
 
 ``metrics.json`` (flat; also the MLflow metrics)
-    pope/<split>/<accuracy|precision|recall|f1|yes_ratio> for each split of pope.parquet,
-    n_pope, chair_s, chair_i, chair_recall, caption_mean_length, n_captions,
-    time_per_sample_s/<task>, tokens_per_s/<task>
+    pope/<split>/<accuracy|precision|recall|f1|yes_ratio|n> for each split of pope.parquet,
+    n_pope, chair_s, chair_i, chair_recall, caption_mean_length, n_captions, chair_n_mentions,
+    chair_n_reference_mentions, time_per_sample_s/<task>, tokens_per_s/<task>
 
 Definitions (METHODS.md section 10): POPE (Li et al. 2023) parses each answer with
 :func:`lookright.eval.pope.parse_yes_no` and reports accuracy, precision, recall, F1 with
 "yes" as the positive class and the yes-ratio of the predictions; CHAIR (Rohrbach et al.
 2018) is CHAIRs = captions with >= 1 hallucinated object / captions and CHAIRi =
 hallucinated object mentions / object mentions (:func:`lookright.eval.chair.chair_metrics`).
-Zero denominators give the pure functions' values (0.0); a task absent from the answers is
-warned about, its tables are written empty and its metrics are left out of metrics.json.
+The vocabulary follows the data (``evaluate.chair.vocabulary: auto``): COCO's 80 classes for
+captions read by the coco reader, the shapes vocabulary for the synthetic data; an explicit
+vocabulary that contradicts the data is a :class:`ConfigError`. CHAIR that finds no object
+mention in any REFERENCE caption fails (the vocabulary cannot match the data); when the
+model's captions mention no object, CHAIRs, CHAIRi and recall are null (not 0) with a
+``note``, and left out of metrics.json. A task absent from the answers is warned about, its
+tables are written empty and its metrics are left out of metrics.json.
 Latency: ``time_s`` is the decode batch's wall time divided by its size, so the mean over
 a task is seconds per sample and ``sum(n_tokens) / sum(time_s)`` its tokens per second.
 """
@@ -48,6 +56,7 @@ import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +72,7 @@ from lookright.eval.chair import (
     chair_caption,
     chair_metrics,
     coco_vocabulary,
+    extract_mentions,
     extract_objects,
     get_singulariser,
 )
@@ -77,6 +87,8 @@ __all__ = [
     "POPE_TABLE",
     "add_evaluate_answers_arguments",
     "build_vocabulary",
+    "chair_row",
+    "data_vocabulary",
     "evaluate_answers_main",
     "latency_metrics",
     "load_answers",
@@ -99,7 +111,8 @@ ANSWER_COLUMNS: tuple[str, ...] = (
     "time_s",
 )
 """Columns of ``answers.parquet`` this stage reads (a subset of ``DECODED``)."""
-IMAGE_COLUMNS: tuple[str, ...] = ("image_id", "objects")
+GROUND_TRUTH_COLUMNS: tuple[str, ...] = ("sample_id", "objects", "object_vocabulary")
+"""Columns of ``samples.parquet`` this stage reads (CHAIR's ground truth)."""
 
 _RUN = [pa.field("model", pa.string()), pa.field("strategy", pa.string())]
 _COUNTS = [pa.field(name, pa.int64()) for name in ("tp", "fp", "tn", "fn")]
@@ -126,8 +139,10 @@ CHAIR_TABLE = pa.schema(
                 "n_hallucinated_mentions",
                 "n_gt_objects",
                 "n_covered",
+                "n_reference_mentions",
             )
         ],
+        pa.field("note", pa.string()),
     ]
 )
 CAPTIONS_TABLE = pa.schema(
@@ -170,10 +185,23 @@ def load_answers(path: str | Path) -> list[dict[str, Any]]:
     return _read_columns(path, ANSWER_COLUMNS, "answers")
 
 
-def load_ground_truth(data_dir: str | Path) -> dict[str, list[str]]:
-    """``{image_id: objects}`` from ``<data_dir>/images.parquet`` (CHAIR's ground truth)."""
-    rows = _read_columns(Path(data_dir) / "images.parquet", IMAGE_COLUMNS, "images")
-    return {r["image_id"]: list(r["objects"] or []) for r in rows}
+@dataclass(frozen=True)
+class GroundTruth:
+    """A caption sample's ground-truth object names and the vocabulary they are named in."""
+
+    objects: list[str]
+    vocabulary: str | None
+
+
+def load_ground_truth(data_dir: str | Path) -> dict[str, GroundTruth]:
+    """``{sample_id: GroundTruth}`` of the caption samples of ``<data_dir>/samples.parquet``."""
+    path = Path(data_dir) / "samples.parquet"
+    rows = _read_columns(path, (*GROUND_TRUTH_COLUMNS, "task"), "samples")
+    return {
+        r["sample_id"]: GroundTruth(list(r["objects"] or []), r["object_vocabulary"])
+        for r in rows
+        if r["task"] == "caption"
+    }
 
 
 # -- vocabulary -------------------------------------------------------------------------------
@@ -215,11 +243,30 @@ def _resynonymise(vocab: ChairVocabulary, singulariser: Singulariser) -> ChairVo
     )
 
 
-def build_vocabulary(cfg: EvaluateConfig) -> tuple[ChairVocabulary, str]:
-    """The CHAIR vocabulary of ``evaluate.chair`` and its name (for the chair table).
+def data_vocabulary(vocabularies: Sequence[str | None]) -> str:
+    """The one object vocabulary the captions' ground truth is named in.
 
-    ``synonyms_file`` (when set) replaces ``vocabulary``; ``singulariser`` is applied to the
-    vocabulary's phrases and the captions alike.
+    Raises :class:`ConfigError` when the captions carry no object annotation (CHAIR would
+    count every mention as hallucinated) or mix vocabularies.
+    """
+    names = sorted({v for v in vocabularies if v is not None})
+    if not names:
+        raise ConfigError(
+            "CHAIR: the caption samples carry no object annotation (object_vocabulary is "
+            "null): read the captions with the coco reader and its instances_json"
+        )
+    if len(names) > 1:
+        raise ConfigError(f"CHAIR: the caption samples mix object vocabularies {names}")
+    return names[0]
+
+
+def build_vocabulary(cfg: EvaluateConfig, data: str | None = None) -> tuple[ChairVocabulary, str]:
+    """The CHAIR vocabulary and its name (for the chair table).
+
+    ``synonyms_file`` (when set) replaces the vocabulary; otherwise ``vocabulary: auto``
+    takes ``data`` (the captions' object vocabulary, :func:`data_vocabulary`) and an explicit
+    ``shapes`` / ``coco`` must agree with it. ``singulariser`` is applied to the vocabulary's
+    phrases and the captions alike.
     """
     chair = cfg.evaluate.chair
     try:
@@ -232,7 +279,17 @@ def build_vocabulary(cfg: EvaluateConfig) -> tuple[ChairVocabulary, str]:
             raise ConfigError(f"evaluate.chair.synonyms_file {path}: no such file")
         synonyms = read_synonyms_file(path)
         return ChairVocabulary.from_synonyms(synonyms, singulariser=singulariser), str(path)
-    if chair.vocabulary == "coco":
+    name = chair.vocabulary
+    if name == "auto":
+        if data is None:
+            raise ConfigError("evaluate.chair.vocabulary=auto needs the captions' vocabulary")
+        name = data
+    elif data is not None and name != data:
+        raise ConfigError(
+            f"evaluate.chair.vocabulary={name!r} but the captions' ground-truth objects are "
+            f"named in the {data!r} vocabulary: CHAIR would find no correct mention; use auto"
+        )
+    if name == "coco":
         return coco_vocabulary(singulariser), "coco"
     if chair.singulariser == "rule":
         return SHAPES_VOCABULARY, "shapes"
@@ -306,26 +363,31 @@ def pope_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{"split": split, **values} for split, values in table.items()]
 
 
+def check_known(rows: Sequence[Mapping[str, Any]], ground_truth: Mapping[str, Any]) -> None:
+    """``ValueError`` naming the caption samples that ``samples.parquet`` does not have."""
+    missing = sorted({r["sample_id"] for r in rows} - set(ground_truth))
+    if missing:
+        raise ValueError(
+            f"caption sample(s) not in samples.parquet: {missing[:5]} ({len(missing)}); "
+            "--data must be the folder the answers were decoded from"
+        )
+
+
 def caption_rows(
     rows: Sequence[Mapping[str, Any]],
-    ground_truth: Mapping[str, Sequence[str]],
+    ground_truth: Mapping[str, GroundTruth],
     vocab: ChairVocabulary,
 ) -> tuple[list[dict[str, Any]], list[list[str]]]:
     """Per-caption CHAIR bookkeeping (rows of captions.parquet) and the ground-truth classes.
 
-    Raises ``ValueError`` when a caption's image is not in ``images.parquet``: without its
+    Raises ``ValueError`` when a caption's sample is not in ``samples.parquet``: without its
     ground truth every mention would count as hallucinated.
     """
-    missing = sorted({r["image_id"] for r in rows} - set(ground_truth))
-    if missing:
-        raise ValueError(
-            f"caption image(s) not in images.parquet: {missing[:5]} ({len(missing)}); "
-            "--data must be the folder the answers were decoded from"
-        )
+    check_known(rows, ground_truth)
     unknown: set[str] = set()
     out, gts = [], []
     for row in rows:
-        gt = ground_truth_classes(ground_truth[row["image_id"]], vocab, unknown)
+        gt = ground_truth_classes(ground_truth[row["sample_id"]].objects, vocab, unknown)
         caption = row["answer"] or ""
         result = chair_caption(caption, gt, vocab)
         gts.append(gt)
@@ -350,6 +412,44 @@ def caption_rows(
     return out, gts
 
 
+def reference_mentions(rows: Sequence[Mapping[str, Any]], vocab: ChairVocabulary) -> int:
+    """Object mentions of ``vocab`` in the REFERENCE captions of the answers.
+
+    Zero means the vocabulary does not fit the data (shapes words in COCO captions): CHAIR
+    would then read 0 for any model, so :func:`chair_row` fails instead.
+    """
+    return sum(len(extract_mentions(r["reference"] or "", vocab)) for r in rows)
+
+
+def chair_row(
+    captions: Sequence[Mapping[str, Any]],
+    gts: Sequence[Sequence[str]],
+    vocab: ChairVocabulary,
+    n_reference: int,
+) -> dict[str, Any]:
+    """CHAIR (Rohrbach et al. 2018) of the captions, never a silent 0.
+
+    Raises ``ValueError`` when the reference captions hold no object mention; when the
+    model's captions hold none, the ratios are None and ``note`` says why.
+    """
+    if n_reference == 0:
+        raise ValueError(
+            f"CHAIR: none of the {len(captions)} reference captions mentions an object of the "
+            "vocabulary, so the vocabulary does not match the data (evaluate.chair)"
+        )
+    chair = chair_metrics([c["caption"] for c in captions], gts, vocab)
+    chair["n_reference_mentions"] = n_reference
+    chair["note"] = None
+    if chair["n_mentions"] == 0:
+        for name in ("chair_s", "chair_i", "recall"):
+            chair[name] = None
+        chair["note"] = (
+            f"no object mention in any of the {len(captions)} captions "
+            f"({n_reference} in the reference captions): CHAIR undefined"
+        )
+    return chair
+
+
 def latency_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """``time_per_sample_s/<task>`` (mean ``time_s``) and ``tokens_per_s/<task>``.
 
@@ -372,18 +472,20 @@ def _flat_metrics(
     for row in pope:
         for name in POPE_METRICS:
             metrics[f"pope/{row['split']}/{name}"] = float(row[name])
+        metrics[f"pope/{row['split']}/n"] = float(row["n"])
     if pope:
         metrics["n_pope"] = float(n_pope)
     if chair is not None:
-        metrics.update(
-            {
-                "chair_s": chair["chair_s"],
-                "chair_i": chair["chair_i"],
-                "chair_recall": chair["recall"],
-                "caption_mean_length": chair["mean_length"],
-                "n_captions": float(chair["n_captions"]),
-            }
-        )
+        values = {
+            "chair_s": chair["chair_s"],
+            "chair_i": chair["chair_i"],
+            "chair_recall": chair["recall"],
+            "caption_mean_length": chair["mean_length"],
+            "n_captions": float(chair["n_captions"]),
+            "chair_n_mentions": float(chair["n_mentions"]),
+            "chair_n_reference_mentions": float(chair["n_reference_mentions"]),
+        }
+        metrics.update({k: v for k, v in values.items() if v is not None})
     return metrics
 
 
@@ -411,7 +513,6 @@ def run_evaluate_answers(
     validate(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    vocab, vocab_name = build_vocabulary(cfg)
     rows = load_answers(answers_path)
     ident = {"model": _single(rows, "model"), "strategy": _single(rows, "strategy")}
     pope_in, captions_in = _of_task(rows, "pope"), _of_task(rows, "caption")
@@ -425,9 +526,14 @@ def run_evaluate_answers(
     chair = None
     captions: list[dict[str, Any]] = []
     if captions_in:
-        captions, gts = caption_rows(captions_in, load_ground_truth(data_dir), vocab)
-        chair = chair_metrics([c["caption"] for c in captions], gts, vocab)
-    chair_rows = [] if chair is None else [{**ident, "vocabulary": vocab_name, **chair}]
+        truth = load_ground_truth(data_dir)
+        check_known(captions_in, truth)
+        data = data_vocabulary([truth[r["sample_id"]].vocabulary for r in captions_in])
+        vocab, vocab_name = build_vocabulary(cfg, data)
+        captions, gts = caption_rows(captions_in, truth, vocab)
+        chair = chair_row(captions, gts, vocab, reference_mentions(captions_in, vocab))
+        chair["vocabulary"] = vocab_name
+    chair_rows = [] if chair is None else [{**ident, **chair}]
     write_rows(chair_rows, CHAIR_TABLE, out_dir / "chair.parquet")
     write_rows([{**ident, **c} for c in captions], CAPTIONS_TABLE, out_dir / "captions.parquet")
 
@@ -469,8 +575,10 @@ def _summary(metrics: Mapping[str, float], out: Path) -> str:
     if "chair_s" in metrics:
         parts.append(
             f"CHAIRs {metrics['chair_s']:.3f} CHAIRi {metrics['chair_i']:.3f} "
-            f"(n={int(metrics['n_captions'])})"
+            f"(n={int(metrics['n_captions'])}, {int(metrics['chair_n_mentions'])} mentions)"
         )
+    elif "n_captions" in metrics:
+        parts.append(f"CHAIR undefined: no object mention in {int(metrics['n_captions'])} captions")
     return f"evaluate_answers: {', '.join(parts) or 'no POPE or caption answers'} -> {out}"
 
 

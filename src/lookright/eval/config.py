@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lookright.config import ConfigError, ModelSection, TrackingConfig
+from lookright.data.schema import VOCABULARIES as OBJECT_VOCABULARIES
 
 ALL_METHODS = (
     "logit_decomposition",
@@ -28,7 +29,7 @@ ALL_METHODS = (
     "random",
 )
 BASELINES = ("blur", "mean", "zero")
-VOCABULARIES = ("shapes", "coco")
+VOCABULARIES = ("auto", *OBJECT_VOCABULARIES)
 SINGULARISERS = ("rule", "wordnet", "auto")
 
 
@@ -45,7 +46,7 @@ class FaithfulnessSection:
 
 @dataclass
 class ChairSection:
-    vocabulary: str = "shapes"  # shapes (embedded default) or coco (80 classes + synonyms)
+    vocabulary: str = "auto"  # auto (follow the data: coco reader -> coco), shapes or coco
     synonyms_file: str | None = None  # optional "name, synonym, ..." lines replacing the above
     singulariser: str = "rule"  # rule (default), wordnet (needs NLTK data), auto
 

@@ -4,8 +4,9 @@
         --out results/evaluate/<model>/sft \\
         [--config-json '{"evaluate": {...}, "model": {...}, "seed": 0}']
 
-For one trained model, on the VQA samples of ``evaluate.split`` (sorted by ``sample_id``, the
-first ``evaluate.max_samples``):
+For one trained model, on the VQA samples of ``evaluate.split`` with role ``eval`` (at most
+``evaluate.max_samples``: a subsample seeded by ``seed`` and stratified by source and subset,
+:mod:`lookright.data.subsample`; in ``sample_id`` order):
 
 1. greedy completions (left-padded batches, :func:`lookright.train.common.greedy_answers`);
    the answer is the text after the last ``</think>``; correct = normalised exact match with
@@ -14,8 +15,8 @@ first ``evaluate.max_samples``):
    model's OWN completion (:func:`lookright.saliency.api.run_methods`), scored by
    Saliency-R1's alignment score with the evidence boxes and GLIMPSE's NSS / Spearman with the
    human-attention map (METHODS.md section 10);
-3. Saliency-R1's deletion / insertion faithfulness on the first
-   ``evaluate.faithfulness.max_samples`` correctly answered samples (see
+3. Saliency-R1's deletion / insertion faithfulness on ``evaluate.faithfulness.max_samples``
+   correctly answered samples (stratified as above; see
    :func:`score_faithfulness`).
 
 Outputs in ``--out`` (Parquet written atomically, all logged to the stage's MLflow run):
@@ -60,13 +61,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from lookright.config import ConfigError
-from lookright.data.schema import SAMPLES
+from lookright.data.subsample import stratified_indices
 from lookright.eval.accuracy import accuracy_by_subset, exact_match, extract_answer
 from lookright.eval.config import EvaluateConfig, FaithfulnessSection, validate
 from lookright.eval.faithfulness import (
@@ -79,14 +79,14 @@ from lookright.eval.faithfulness import (
 )
 from lookright.eval.human_alignment import MetricUndefinedWarning, nss, spearman
 from lookright.eval.localisation import alignment_score
-from lookright.io import read_table, write_rows
+from lookright.io import write_rows
 from lookright.models.base import VLMAdapter, load_model
 from lookright.saliency.api import get_method, run_methods
 from lookright.saliency.batch import prepare_batch
 from lookright.saliency.storage import map_row, write_maps
 from lookright.saliency.types import SaliencyResult
 from lookright.train.common import greedy_answers
-from lookright.train.datasets import decode_png, load_samples
+from lookright.train.datasets import STAGE_ROLE, decode_image, load_subsample
 
 KINDS = ("deletion", "insertion")
 
@@ -132,22 +132,24 @@ CURVES = pa.schema(
 # -- samples and answers ------------------------------------------------------------------
 
 
-def load_vqa_samples(data_dir: str | Path, split: str, max_samples: int | None) -> list[dict]:
-    """The VQA samples of ``split`` sorted by ``sample_id``, the first ``max_samples``."""
+def load_vqa_samples(
+    data_dir: str | Path, split: str, max_samples: int | None, seed: int = 0
+) -> list[dict]:
+    """The VQA samples of ``split`` with role ``eval``, at most ``max_samples``: a seeded
+    subsample stratified by source and subset (:mod:`lookright.data.subsample`), so that a
+    source with human maps (VQA-HAT) is scored even when it sorts after the others."""
     data_dir = Path(data_dir)
     for name in ("samples.parquet", "images.parquet"):
         if not (data_dir / name).is_file():
             raise FileNotFoundError(f"--data {data_dir}: no {name} (not a prepare_data output)")
-    samples = read_table(data_dir / "samples.parquet", SAMPLES).select(["split", "task"])
-    mask = pc.and_(pc.equal(samples["split"], split), pc.equal(samples["task"], "vqa"))
-    if not pc.any(mask).as_py():  # checked first: load_samples cannot join an empty selection
+    role = STAGE_ROLE["evaluate"]
+    rows = load_subsample(data_dir, split, ["vqa"], [role], max_samples, seed).to_pylist()
+    if not rows:
         raise ConfigError(
-            f"evaluate.split={split!r}: no VQA samples (task 'vqa') of that split in "
-            f"{data_dir / 'samples.parquet'}"
+            f"evaluate.split={split!r}: no VQA samples (task 'vqa', role {role!r}) of that "
+            f"split in {data_dir / 'samples.parquet'}"
         )
-    rows = load_samples(data_dir, split, ("vqa",)).to_pylist()
-    rows.sort(key=lambda r: r["sample_id"])
-    return rows if max_samples is None else rows[:max_samples]
+    return rows
 
 
 def prediction_rows(rows: Sequence[dict], completions: Sequence[str]) -> list[dict[str, Any]]:
@@ -531,7 +533,9 @@ def _faithfulness(
     f = e.faithfulness
     if not f.enabled:
         return {}
-    chosen = [k for k, p in enumerate(predictions) if p["correct"]][: f.max_samples]
+    correct = [k for k, p in enumerate(predictions) if p["correct"]]
+    picked = stratified_indices([rows[k] for k in correct], f.max_samples, cfg.seed)
+    chosen = sorted(correct[i] for i in picked)
     out = {}
     for k in tqdm(chosen, desc="faithfulness", leave=False):
         out[rows[k]["sample_id"]] = score_faithfulness(
@@ -611,11 +615,11 @@ def run_evaluate_saliency(
     validate(cfg)
     e = cfg.evaluate
     out_dir = Path(out_dir)
-    rows = load_vqa_samples(data_dir, e.split, e.max_samples)
+    rows = load_vqa_samples(data_dir, e.split, e.max_samples, cfg.seed)
     loaded = _load(model_dir, e.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    images = [decode_png(r["image_png"]) for r in rows]
+    images = [decode_image(r["image_bytes"]) for r in rows]
     timings: dict[str, float] = {}
 
     started = time.perf_counter()

@@ -233,9 +233,9 @@ def load_gallery_images(
     if not image_ids:
         return {}
     images = pq.read_table(
-        images_path, columns=["image_id", "image_png"], filters=[("image_id", "in", image_ids)]
+        images_path, columns=["image_id", "image_bytes"], filters=[("image_id", "in", image_ids)]
     ).to_pylist()
-    png = {row["image_id"]: row["image_png"] for row in images}
+    png = {row["image_id"]: row["image_bytes"] for row in images}
     return {
         s["sample_id"]: GalleryImage(png[s["image_id"]], [list(b) for b in s["boxes"] or []])
         for s in samples

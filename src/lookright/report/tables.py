@@ -2,8 +2,12 @@
 
 ``answers`` (one row per model x source x strategy)
     model, source, reward_set, strategy, vqa_accuracy, vqa_accuracy/<subset>..., pope_accuracy,
-    pope_precision, pope_recall, pope_f1, pope_yes_ratio (POPE's ``average`` split), chair_s,
-    chair_i, chair_recall, caption_length, latency_pope_s, latency_caption_s, run_id.
+    pope_precision, pope_recall, pope_f1, pope_yes_ratio (POPE's ``average`` split: the mean
+    over the splits present), pope_n_random, pope_n_popular, pope_n_adversarial (the answers
+    each split's figure rests on; 0 = that split is missing from the average), chair_s,
+    chair_i, chair_recall (null, not 0, when no caption mentions an object), chair_mentions
+    (object mentions found in the captions), caption_length, latency_pope_s,
+    latency_caption_s, run_id.
     VQA accuracy is measured once per model x source by the saliency evaluation (greedy) and
     repeated on each strategy's row, unless the strategy's own ``metrics.json`` has one. A
     model x source with a saliency evaluation but no decoded answers gets one row with a null
@@ -24,6 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from lookright.data.schema import POPE_SPLITS
 from lookright.report.collect import (
     KEY_COLUMNS,
     EvalDir,
@@ -47,11 +52,14 @@ LATENCY_FIELDS = {
     "time_per_sample_s/pope": "latency_pope_s",
     "time_per_sample_s/caption": "latency_caption_s",
 }
+POPE_SPLIT_COUNTS = tuple(f"pope_n_{split}" for split in POPE_SPLITS)
+CHAIR_COUNT = "chair_mentions"
 ANSWER_METRICS = (
     *(f"pope_{name}" for name in POPE_FIELDS),
     *(out for out, _ in CHAIR_FIELDS.values()),
     *LATENCY_FIELDS.values(),
 )
+ANSWER_COUNTS = (*POPE_SPLIT_COUNTS, CHAIR_COUNT)
 SALIENCY_LEADING = (
     "method",
     "n_maps",
@@ -81,6 +89,10 @@ LABELS = {
     "pope_recall": "POPE rec.",
     "pope_f1": "POPE F1",
     "pope_yes_ratio": "POPE yes-ratio",
+    "pope_n_random": "POPE n (random)",
+    "pope_n_popular": "POPE n (popular)",
+    "pope_n_adversarial": "POPE n (adversarial)",
+    "chair_mentions": "CHAIR mentions",
     "chair_s": "CHAIRs",
     "chair_i": "CHAIRi",
     "chair_recall": "CHAIR rec.",
@@ -134,14 +146,34 @@ def pope_average(d: EvalDir, metrics: dict[str, Any]) -> dict[str, float | None]
     }
 
 
+def pope_split_counts(d: EvalDir, metrics: dict[str, Any]) -> dict[str, int | None]:
+    """How many answers each POPE split has (pope.parquet, else ``pope/<split>/n``).
+
+    0 for a split missing from the answers (the average is then over the others); None when
+    there is no POPE result at all."""
+    table = read_parquet(d.path / "pope.parquet")
+    counts: dict[str, Any] = {}
+    if table is not None and "n" in table.column_names:
+        split = next((c for c in ("split", "pope_split") if c in table.column_names), None)
+        counts = {r[split]: r["n"] for r in table.to_pylist()} if split else {}
+    else:
+        counts = {s: metrics.get(f"pope/{s}/n") for s in POPE_SPLITS}
+    if not any(v is not None for v in counts.values()):
+        return dict.fromkeys(POPE_SPLIT_COUNTS)
+    return {f"pope_n_{s}": int(counts.get(s) or 0) for s in POPE_SPLITS}
+
+
 def chair_values(d: EvalDir, metrics: dict[str, Any]) -> dict[str, float | None]:
     """CHAIRs / CHAIRi / recall / mean caption length: chair.parquet, else metrics.json."""
     table = read_parquet(d.path / "chair.parquet")
     row = table.slice(0, 1).to_pylist()[0] if table is not None and len(table) else {}
-    return {
+    values: dict[str, Any] = {
         out: finite_or_none(row[name] if name in row else metrics.get(key))
         for name, (out, key) in CHAIR_FIELDS.items()
     }
+    mentions = row.get("n_mentions", metrics.get("chair_n_mentions"))
+    values[CHAIR_COUNT] = None if mentions is None else int(mentions)
+    return values
 
 
 def answer_row(d: EvalDir, vqa: dict[str, float | None]) -> dict[str, Any]:
@@ -149,7 +181,7 @@ def answer_row(d: EvalDir, vqa: dict[str, float | None]) -> dict[str, Any]:
     metrics = read_json(d.path / "metrics.json") or {}
     own_vqa = vqa_metrics(metrics)
     row: dict[str, Any] = {**d.keys(), "strategy": d.kind, **(own_vqa or vqa)}
-    row |= pope_average(d, metrics) | chair_values(d, metrics)
+    row |= pope_average(d, metrics) | pope_split_counts(d, metrics) | chair_values(d, metrics)
     row |= {out: finite_or_none(metrics.get(key)) for key, out in LATENCY_FIELDS.items()}
     row["run_id"] = _run_id(d)
     return row
@@ -158,9 +190,18 @@ def answer_row(d: EvalDir, vqa: dict[str, float | None]) -> dict[str, Any]:
 def _answers_schema(rows: Sequence[dict[str, Any]]) -> pa.Schema:
     subsets = sorted({k for r in rows for k in r if k.startswith("vqa_accuracy/")})
     numeric = ["vqa_accuracy", *subsets, *ANSWER_METRICS]
+    pope_end = numeric.index("pope_yes_ratio") + 1
+    chair_end = numeric.index("chair_recall") + 1
+    columns = (
+        [(name, pa.float64()) for name in numeric[:pope_end]]
+        + [(name, pa.int64()) for name in POPE_SPLIT_COUNTS]
+        + [(name, pa.float64()) for name in numeric[pope_end:chair_end]]
+        + [(CHAIR_COUNT, pa.int64())]
+        + [(name, pa.float64()) for name in numeric[chair_end:]]
+    )
     return pa.schema(
         [(name, pa.string()) for name in (*KEY_COLUMNS, "strategy")]
-        + [(name, pa.float64()) for name in numeric]
+        + columns
         + [("run_id", pa.string())]
     )
 

@@ -19,7 +19,7 @@ from trl import SFTTrainer
 
 from lookright.config import GateError
 from lookright.models.base import VLMAdapter
-from lookright.train.datasets import decode_png
+from lookright.train.datasets import decode_image
 
 # Held-out predictions written by the training stages (val_predictions.parquet).
 PREDICTIONS = pa.schema(
@@ -207,16 +207,37 @@ class ResumableSFTTrainer(ConvertedCheckpointResume, SFTTrainer):
     """TRL's SFTTrainer that resumes VLM checkpoints with their weights (see the mixin)."""
 
 
-def check_min_accuracy(stage: str, accuracy: float, minimum: float, hint: str) -> None:
+def check_min_accuracy(
+    stage: str, accuracy: float, minimum: float, hint: str, n_val: int | None = None
+) -> None:
     """Fail the stage (after its outputs and metrics are written) below ``<stage>.min_accuracy``.
 
     Later stages would otherwise start from a broken checkpoint and report its numbers as
-    the method's effect.
+    the method's effect. A gate over no val rows (``n_val == 0``, accuracy NaN) fails too.
     """
+    if minimum > 0 and (n_val == 0 or math.isnan(accuracy)):
+        raise GateError(
+            f"{stage}: {stage}.min_accuracy={minimum} but the held-out accuracy was measured "
+            f"on {n_val if n_val is not None else 'no'} val rows ({hint})"
+        )
     if accuracy < minimum:
         raise GateError(
             f"{stage}: held-out VQA accuracy {accuracy:.3f} is below "
             f"{stage}.min_accuracy={minimum} ({hint})"
+        )
+
+
+def require_gate_rows(stage: str, minimum: float, n_val: int, selection: str) -> None:
+    """Fail BEFORE training when ``<stage>.min_accuracy`` is set but no val row exists.
+
+    Otherwise the gate could never fire (accuracy of nothing is NaN) and hours of training
+    would end in an unchecked checkpoint. ``selection`` says which rows were looked for.
+    """
+    if minimum > 0 and n_val == 0:
+        raise GateError(
+            f"{stage}: {stage}.min_accuracy={minimum} but there are no val rows to measure it "
+            f"({selection}); carve a val split from a reader entry with data.real[k].val "
+            f"(a fraction or a count), or set {stage}.min_accuracy: 0"
         )
 
 
@@ -246,14 +267,16 @@ def greedy_answers(
     batch_size: int = 64,
     desc: str = "generate",
 ) -> list[str]:
-    """Greedy completions for rows with ``image_png`` and ``question``."""
+    """Greedy completions for rows with ``image_bytes`` and ``question``."""
     model.eval()
     tokenizer = processor.tokenizer
     answers: list[str] = []
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, leave=False):
         batch = rows[start : start + batch_size]
         encoded = adapter.encode(
-            processor, [decode_png(r["image_png"]) for r in batch], [r["question"] for r in batch]
+            processor,
+            [decode_image(r["image_bytes"]) for r in batch],
+            [r["question"] for r in batch],
         )
         inputs = encoded.inputs.to(model.device)
         output = model.generate(

@@ -75,7 +75,13 @@ from lookright.train.common import (
     run_arguments,
     train_or_restore,
 )
-from lookright.train.datasets import decode_png, load_samples
+from lookright.train.datasets import (
+    RGB_IMAGE,
+    STAGE_ROLE,
+    decode_image,
+    load_samples,
+    load_subsample,
+)
 
 # -- config ------------------------------------------------------------------------------
 
@@ -354,6 +360,40 @@ class SampleRecorder:
 # -- data --------------------------------------------------------------------------------
 
 
+def grpo_prompts(data_dir: str | Path, section: GrpoSection) -> pa.Table:
+    """The train samples GRPO prompts with: tasks ``grpo.task_mix``, role ``rl``.
+
+    When the branch computes a reward that needs the evidence box (Saliency-R1's
+    saliency_alignment, SAYO's region_attention, also as a monitored metric), every prompt
+    must have one: a prompt without a box gets no such reward (NaN), so a mix of the 8k boxed
+    saliency-r1-8k rows with the 200k cold-start rows would leave most prompts unrewarded.
+    """
+    role = STAGE_ROLE["grpo"]
+    train = load_samples(data_dir, "train", section.task_mix, [role])
+    if train.num_rows == 0:
+        raise ConfigError(
+            f"grpo: no train samples of tasks {section.task_mix} with role {role!r} in "
+            f"{data_dir}; give the reader entry of the RL prompts roles: [{role}, ...]"
+        )
+    used = set(reward_weights(section)) | (
+        {"saliency_alignment"} if section.monitor_alignment else set()
+    )
+    box_rewards = sorted(used & MODEL_REWARDS)
+    if box_rewards:
+        no_box = [
+            s
+            for s, b in zip(*train.select(["sample_id", "boxes"]).to_pydict().values(), strict=True)
+            if not b
+        ]
+        if no_box:
+            raise ConfigError(
+                f"grpo: {len(no_box)} of {train.num_rows} prompts (role {role!r}) have no "
+                f"evidence box, which the reward(s) {box_rewards} need (e.g. {no_box[:3]}); "
+                "give roles [rl] only to reader entries whose rows have boxes"
+            )
+    return train
+
+
 def grpo_dataset(table: pa.Table) -> Any:
     """GRPO prompts with the columns the rewards read, images decoded lazily (PNG bytes).
 
@@ -376,12 +416,12 @@ def grpo_dataset(table: pa.Table) -> Any:
             "boxes": datasets.Sequence(datasets.Sequence(datasets.Value("float32"))),
             "width": datasets.Value("int32"),
             "height": datasets.Value("int32"),
-            "images": datasets.Sequence(datasets.Image()),
+            "images": datasets.Sequence(RGB_IMAGE),
             "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
         }
     )
     columns = {key: [r[key] for r in rows] for key in rows[0]} if rows else {}
-    columns["images"] = [[{"bytes": b, "path": None}] for b in table["image_png"].to_pylist()]
+    columns["images"] = [[{"bytes": b, "path": None}] for b in table["image_bytes"].to_pylist()]
     columns["prompt"] = [[{"role": "user", "content": r["question"]}] for r in rows]
     return datasets.Dataset.from_dict(columns, features=features)
 
@@ -511,9 +551,7 @@ def run_grpo(
     out_dir = Path(out_dir)
     family = None if (Path(base) / "config.json").is_file() else cfg.model.family
     loaded = load_model(base, family=family)
-    train = load_samples(data_dir, "train", tuple(section.task_mix))
-    if train.num_rows == 0:
-        raise ConfigError(f"grpo: no training samples of tasks {section.task_mix} in {data_dir}")
+    train = grpo_prompts(data_dir, section)
     setup = build_trainer(
         cfg,
         loaded.model,
@@ -585,7 +623,9 @@ def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir)
     from lookright.io import write_rows
     from lookright.saliency.api import explain_batch
 
-    rows = load_samples(data_dir, "val", ("vqa",)).to_pylist()[: cfg.grpo.eval_samples]
+    rows = load_subsample(
+        data_dir, "val", ["vqa"], [STAGE_ROLE["grpo"]], cfg.grpo.eval_samples, cfg.seed
+    ).to_pylist()
     if not rows:
         return {"n_val": 0}
     predictions = greedy_answers(
@@ -603,7 +643,7 @@ def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir)
         maps = explain_batch(
             model,
             processor,
-            [decode_png(rows[k]["image_png"]) for k in chunk],
+            [decode_image(rows[k]["image_bytes"]) for k in chunk],
             [rows[k]["question"] for k in chunk],
             [predictions[k] for k in chunk],
             [method],

@@ -11,6 +11,7 @@ text 128 x 4 layers, AdamW 1e-3, batch 32.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -34,11 +35,18 @@ from lookright.train.common import (
     checkpoint_step,
     freeze_vision_encoder,
     greedy_answers,
+    require_gate_rows,
     resumable_checkpoint,
     run_arguments,
     train_or_restore,
 )
-from lookright.train.datasets import conversational_dataset, load_samples
+from lookright.train.datasets import (
+    STAGE_ROLE,
+    conversational_dataset,
+    count_samples,
+    load_samples,
+    load_subsample,
+)
 
 SUBJECT = re.compile(r"(\w+)\?\s*$")
 
@@ -80,7 +88,10 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
     """Train, save ``out_dir/model`` and evaluate held-out VQA accuracy (val split)."""
     section = cfg.pretrain
     out_dir = Path(out_dir)
-    train = load_samples(data_dir, "train", tuple(section.task_mix))
+    role = STAGE_ROLE["pretrain"]
+    n_val = count_samples(data_dir, "val", ["vqa"], [role])
+    require_gate_rows("pretrain", section.min_accuracy, n_val, f"split val, task vqa, role {role}")
+    train = load_samples(data_dir, "train", section.task_mix, [role])
     image_size = int(train["width"][0].as_py())
     adapter, model, processor = build_base(cfg, train, image_size)
     frozen = freeze_vision_encoder(model, adapter) if section.freeze_vision else 0
@@ -131,7 +142,11 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
     check_min_accuracy(
-        "pretrain", metrics["val_vqa_accuracy"], section.min_accuracy, "raise pretrain.steps?"
+        "pretrain",
+        metrics["val_vqa_accuracy"],
+        section.min_accuracy,
+        "raise pretrain.steps?",
+        n_val=metrics["n_val_vqa"],
     )
     return metrics
 
@@ -139,14 +154,15 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
 def evaluate_base(cfg, model, processor, adapter, data_dir, out_dir) -> dict[str, float]:
     """Held-out accuracy: greedy generation vs the pretrain target, exact match."""
     section = cfg.pretrain
-    val = load_samples(data_dir, "val", tuple(section.task_mix)).to_pylist()
-    by_task: dict[str, list[dict]] = {}
-    for row in val:
-        by_task.setdefault(row["task"], []).append(row)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {"val_vqa_accuracy": math.nan, "n_val_vqa": 0}
     records = []
-    for task, rows in sorted(by_task.items()):
-        rows = rows[: section.eval_samples]
+    for task in sorted(set(section.task_mix)):
+        rows = load_subsample(
+            data_dir, "val", [task], [STAGE_ROLE["pretrain"]], section.eval_samples, cfg.seed
+        ).to_pylist()
+        metrics[f"n_val_{task}"] = len(rows)
+        if not rows:
+            continue
         references = [pretrain_target(r, section.answer_template) for r in rows]
         max_new = 48 if task == "caption" else 12
         predictions = greedy_answers(model, processor, adapter, rows, max_new_tokens=max_new)

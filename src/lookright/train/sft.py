@@ -17,7 +17,7 @@ from typing import Any
 from peft import LoraConfig
 from trl import SFTConfig
 
-from lookright.config import SftConfig
+from lookright.config import ConfigError, SftConfig
 from lookright.eval.accuracy import accuracy, exact_match
 from lookright.io import write_rows
 from lookright.launch import is_main_process
@@ -31,11 +31,18 @@ from lookright.train.common import (
     checkpoint_step,
     freeze_vision_encoder,
     greedy_answers,
+    require_gate_rows,
     resumable_checkpoint,
     run_arguments,
     train_or_restore,
 )
-from lookright.train.datasets import conversational_dataset, load_samples
+from lookright.train.datasets import (
+    STAGE_ROLE,
+    conversational_dataset,
+    count_samples,
+    load_samples,
+    load_subsample,
+)
 
 
 def sft_target(row: dict) -> str:
@@ -65,7 +72,16 @@ def run_sft(
     model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
     if section.freeze_vision:
         freeze_vision_encoder(model, adapter)
-    train = load_samples(data_dir, "train", tuple(section.task_mix))
+    role = STAGE_ROLE["sft"]
+    n_val = count_samples(data_dir, "val", ["vqa"], [role])
+    require_gate_rows("sft", section.min_accuracy, n_val, f"split val, task vqa, role {role}")
+    train = load_samples(data_dir, "train", section.task_mix, [role])
+    if train.num_rows == 0:
+        raise ConfigError(
+            f"sft: no train samples of tasks {section.task_mix} with role {role!r} in "
+            f"{data_dir}; give the SFT cold-start reader entry roles: [{role}]"
+        )
+    run.log_params({"n_train_samples": train.num_rows})
     dataset = conversational_dataset(train, sft_target)
     checkpoints = out_dir / "checkpoints"
     args = SFTConfig(
@@ -116,13 +132,16 @@ def run_sft(
         metrics["val_vqa_accuracy"],
         section.min_accuracy,
         "the answer after </think> must match; see val_predictions.parquet",
+        n_val=metrics["n_val"],
     )
     return metrics
 
 
 def evaluate_sft(cfg: SftConfig, model, processor, adapter, data_dir, out_dir) -> dict[str, float]:
     """Held-out VQA accuracy (answer after ``</think>``) and the rate of well-formed outputs."""
-    rows = load_samples(data_dir, "val", ("vqa",)).to_pylist()[: cfg.sft.eval_samples]
+    rows = load_subsample(
+        data_dir, "val", ["vqa"], [STAGE_ROLE["sft"]], cfg.sft.eval_samples, cfg.seed
+    ).to_pylist()
     predictions = greedy_answers(
         model, processor, adapter, rows, max_new_tokens=cfg.sft.max_new_tokens, desc="val"
     )
