@@ -95,7 +95,7 @@ class LlavaAdapter(VLMAdapter):
             num_additional_image_tokens=1,
             chat_template=tokenizer.chat_template,
         )
-        return model, processor
+        return model, self.configure_processor(processor)
 
 
 register(LlavaAdapter())

@@ -124,7 +124,7 @@ class _QwenFamily(VLMAdapter):
             tokenizer=tokenizer,
             chat_template=tokenizer.chat_template,
         )
-        return model, processor
+        return model, self.configure_processor(processor)
 
 
 class Qwen25VLAdapter(_QwenFamily):

@@ -479,8 +479,11 @@ def build_trainer(
     callbacks: list | None = None,
 ) -> GrpoSetup:
     """The GRPO trainer of one reward set, its rewards bound to the trained policy."""
+    from lookright.models.base import adapter_for
+
     section = cfg.grpo
     weights = check_grpo_config(cfg)
+    adapter_for(model).configure_processor(processor)
     if section.monitor_alignment and "saliency_alignment" not in weights:
         weights["saliency_alignment"] = 0.0  # logged, not rewarded
     policy = Policy(None, processor)
