@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
 import warnings
@@ -218,6 +219,53 @@ def check_min_accuracy(stage: str, accuracy: float, minimum: float, hint: str) -
             f"{stage}: held-out VQA accuracy {accuracy:.3f} is below "
             f"{stage}.min_accuracy={minimum} ({hint})"
         )
+
+
+def language_model_targets(
+    model: torch.nn.Module, adapter: VLMAdapter, names: Sequence[str]
+) -> str:
+    """PEFT ``target_modules`` regex: the modules called ``names`` INSIDE the language model.
+
+    LoRA matches ``target_modules`` given as a list by the last part of a module's name, and
+    the vision encoders use the same names (Qwen2.5-VL's vision MLP has ``gate/up/down_proj``,
+    LLaVA's CLIP attention ``q/k/v_proj``): adapters would go into the encoder, train it
+    despite ``freeze_vision`` and be merged into the saved model. A string is matched by PEFT
+    against the FULL module name (``re.fullmatch``), so the regex is anchored at the language
+    model's own path (``model.language_model.`` for every supported family). Raises
+    ``ValueError`` when no module of the language model has one of the names.
+    """
+    prefix = next(
+        (name for name, module in model.named_modules() if module is adapter.text_model(model)),
+        None,
+    )
+    if prefix is None:
+        raise ValueError(f"{type(model).__name__}: the language model is not one of its modules")
+    alternatives = "|".join(re.escape(n) for n in names)
+    pattern = rf"{re.escape(prefix)}\.(?:.*\.)?(?:{alternatives})"
+    if not any(re.fullmatch(pattern, name) for name, _ in model.named_modules()):
+        raise ValueError(
+            f"lora.target_modules {list(names)}: no module of the language model "
+            f"({prefix}) has one of these names"
+        )
+    return pattern
+
+
+def lora_config(lora: Any, model: torch.nn.Module, adapter: VLMAdapter) -> Any:
+    """The PEFT LoRA config of a ``lora`` section (sft.lora / grpo.lora), or None if disabled.
+
+    Adapters go into the language model only (:func:`language_model_targets`).
+    """
+    from peft import LoraConfig
+
+    if not lora.enabled:
+        return None
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=language_model_targets(model, adapter, lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
 
 
 def freeze_vision_encoder(model: torch.nn.Module, adapter: VLMAdapter) -> int:

@@ -71,6 +71,7 @@ from lookright.train.common import (
     NonFiniteLossError,
     checkpoint_step,
     greedy_answers,
+    lora_config,
     resumable_checkpoint,
     run_arguments,
     train_or_restore,
@@ -442,21 +443,6 @@ def grpo_args(cfg: GrpoConfig, output_dir: Path, weights: list[float]):
     )
 
 
-def lora_config(section: GrpoSection):
-    from peft import LoraConfig
-
-    lora = section.lora
-    if not lora.enabled:
-        return None
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
-
-
 @dataclass
 class GrpoSetup:
     """Everything :func:`run_grpo` builds before training (exposed for tests/benchmarks)."""
@@ -483,7 +469,8 @@ def build_trainer(
 
     section = cfg.grpo
     weights = check_grpo_config(cfg)
-    adapter_for(model).configure_processor(processor)
+    adapter = adapter_for(model)
+    adapter.configure_processor(processor)
     if section.monitor_alignment and "saliency_alignment" not in weights:
         weights["saliency_alignment"] = 0.0  # logged, not rewarded
     policy = Policy(None, processor)
@@ -496,7 +483,7 @@ def build_trainer(
         args=grpo_args(cfg, out_dir / "checkpoints", values),
         train_dataset=dataset,
         processing_class=processor,
-        peft_config=lora_config(section),
+        peft_config=lora_config(section.lora, model, adapter),
         callbacks=callbacks or [],
     )
     policy.bind_trainer(trainer)

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peft import LoraConfig
 from trl import SFTConfig
 
 from lookright.config import SftConfig
@@ -31,6 +30,7 @@ from lookright.train.common import (
     checkpoint_step,
     freeze_vision_encoder,
     greedy_answers,
+    lora_config,
     resumable_checkpoint,
     run_arguments,
     train_or_restore,
@@ -41,19 +41,6 @@ from lookright.train.datasets import conversational_dataset, load_samples
 def sft_target(row: dict) -> str:
     """The CoT target when the sample has one, else the plain answer."""
     return row["cot"] or row["answer"]
-
-
-def lora_config(cfg: SftConfig) -> LoraConfig | None:
-    lora = cfg.sft.lora
-    if not lora.enabled:
-        return None
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
 
 
 def run_sft(
@@ -88,7 +75,7 @@ def run_sft(
         args=args,
         train_dataset=dataset,
         processing_class=processor,
-        peft_config=lora_config(cfg),
+        peft_config=lora_config(section.lora, model, adapter),
         callbacks=[MlflowStepLogger(run)],
     )
     resume = resumable_checkpoint(checkpoints, cfg, [base, Path(data_dir) / "samples.parquet"])
