@@ -129,3 +129,34 @@ def test_processor_pads_left_whatever_the_checkpoint_says(real_geometry_checkpoi
         image_token = loaded.adapter.image_token_id(loaded.model)
         assert torch.equal(forward["mm_token_type_ids"] == 1, prompts["input_ids"] == image_token)
     assert processor.tokenizer.padding_side == "left"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cot_spans_and_question_found_with_the_real_tokenizers(real_geometry_checkpoints, family):
+    """Real vocabularies have no ``<think>`` token and merge the tags' pieces with their
+    neighbours (``.</``, ``>red``); located by the tags' own ids, every CoT map was "no map"
+    ("no </think>"), and the question (tokenised alone: LLaMA's "▁What" vs "What" after a
+    newline in the prompt) fell back to the whole prompt."""
+    from lookright.saliency.batch import prepare_batch
+
+    loaded = load_model(real_geometry_checkpoints[family], dtype=torch.float32)
+    tokenizer = loaded.processor.tokenizer
+    question = "What color is the rectangle?"
+    completions = ["<think>The rectangle is red.</think>red", "Let me see.</think> blue"]
+    batch = prepare_batch(
+        loaded.model,
+        loaded.processor,
+        loaded.adapter,
+        [_image(308, 196), _image(168, 252, 1)],
+        [question, question],
+        completions,
+    )
+    for b, sample in enumerate(batch.samples):
+        assert sample.cot_reason is None, sample.cot_reason
+        ids = batch.input_ids[b]
+        thought = tokenizer.decode(ids[sample.thought], skip_special_tokens=True)
+        answer = tokenizer.decode(ids[sample.answer], skip_special_tokens=True)
+        assert ("rectangle is red" in thought) if b == 0 else ("Let me see" in thought)
+        assert answer.strip().endswith("red" if b == 0 else "blue")
+        asked = tokenizer.decode(ids[sample.prompt_text], skip_special_tokens=True)
+        assert asked.strip().endswith(question) and len(asked) < len(question) + 8, asked

@@ -10,20 +10,29 @@ from lookright.saliency import alignment_score, available_methods, explain_batch
 from lookright.saliency.batch import split_completion
 from lookright.saliency.types import finish_map
 
-OPEN, CLOSE = [7], [8, 9]  # a two-token closing tag, as real tokenizers may split it
+
+def _pieces(*tokens: str) -> tuple[str, list[tuple[int, int]]]:
+    """Text and character spans of a completion made of ``tokens`` (as token_offsets gives)."""
+    spans, at = [], 0
+    for token in tokens:
+        spans.append((at, at + len(token)))
+        at += len(token)
+    return "".join(tokens), spans
 
 
-def test_split_completion_by_tag_ids():
-    thought, answer, reason = split_completion([7, 1, 2, 8, 9, 3, 4], 10, OPEN, CLOSE)
-    assert (thought, answer, reason) == ([11, 12], [15, 16], None)
-    assert (
-        split_completion([7, 1, 2, 8], 10, OPEN, CLOSE)[2]
-        == "no </think> in the completion (truncated?)"
-    )
-    assert split_completion([7, 1, 8, 9], 0, OPEN, CLOSE)[2] == "empty answer"
-    assert split_completion([7, 8, 9, 5], 0, OPEN, CLOSE)[2] == "empty thought"
+def test_split_completion_by_characters_of_the_tokens():
+    # a real BPE's pieces: the tags merge with their neighbours
+    text, spans = _pieces("<", "think", ">It", " is", " red", ".</", "think", ">red", " car")
+    assert split_completion(text, spans, 10) == ([12, 13, 14, 15], [17, 18], None)
+    # tags as tokens of their own (lookright's tiny tokenizers)
+    text, spans = _pieces("<think>", "It", " is", "</think>", "red")
+    assert split_completion(text, spans, 0) == ([1, 2], [4], None)
+    text, spans = _pieces("<think>", "It", " is")
+    assert split_completion(text, spans, 0)[2] == "no </think> in the completion (truncated?)"
+    assert split_completion(*_pieces("<think>", "It", "</think>"), 0)[2] == "empty answer"
+    assert split_completion(*_pieces("<think>", "</think>", "red"), 0)[2] == "empty thought"
     # No opening tag in the completion (the prompt opened it): the thought starts at once.
-    assert split_completion([1, 2, 8, 9, 3], 0, OPEN, CLOSE)[:2] == ([0, 1], [4])
+    assert split_completion(*_pieces("It", " is", "</think>", "red"), 0)[:2] == ([0, 1], [3])
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])

@@ -112,9 +112,10 @@ QWEN_VOCAB = 151936
 LLAVA_TOKENIZER_VOCAB = 32000  # <image> = 32000, <pad> = 32001
 LLAVA_VOCAB = 32064
 
-# Text the BPE merges are learnt from: VQA/caption/reasoning phrasing, so prompts tokenise into
-# realistic multi-character pieces. No "<think>" tags: the real vocabularies have no token for
-# them, so a tag is several pieces, which merge with their neighbours ("." + "</").
+# Text the BPE merges are learnt from: VQA/caption/reasoning phrasing and some web markup, so
+# prompts tokenise into realistic multi-character pieces. No "<think>" tags: the real
+# vocabularies have no token for them, so a tag is several pieces, which merge with their
+# neighbours ("." + "</", ">" + "The").
 CORPUS = (
     "What color is the object in the picture? Is there a dog in the image? How many people "
     "are in the photo? What is the man holding? Where is the cat sitting? Describe the image. "
@@ -128,6 +129,9 @@ CORPUS = (
     "triangle square circle star cross red green blue yellow white black purple orange "
     "left right top bottom middle center corner near far above below behind in front of "
     "USER: ASSISTANT: user assistant system You are a helpful assistant. "
+    # web markup, as in the real vocabularies' training text: pieces such as ".</" and ">The"
+    "<p>The cat is red.</p><p>The dog is blue.</p><div>The answer is yes.</div> "
+    "<li>The car is green.</li><b>red</b><i>blue</i><span>The sky.</span> "
 )
 
 
