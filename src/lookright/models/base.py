@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, PreTrainedModel
 
+from lookright.models.geometry import ImageView
+
 
 @dataclass(frozen=True)
 class VisualLayout:
@@ -194,6 +196,12 @@ class VLMAdapter(ABC):
     @abstractmethod
     def visual_layouts(self, inputs: BatchFeature, model: PreTrainedModel) -> list[VisualLayout]:
         """Visual-token positions and grid of every sample of an encoded batch."""
+
+    @abstractmethod
+    def image_view(self, processor: Any, image_size: tuple[int, int]) -> ImageView:
+        """The part of an image of ``(width, height)`` px that its visual-token grid covers,
+        from the processor's own config (crop, resize, pad): see :mod:`lookright.models.geometry`.
+        """
 
     def _positions(self, inputs: BatchFeature, model: PreTrainedModel) -> list[torch.Tensor]:
         ids = inputs["input_ids"]

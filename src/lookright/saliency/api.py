@@ -92,6 +92,9 @@ def run_methods(
                 results[method.name] = method.explain(batch)
     finally:
         model.train(was_training)
+    for per_sample in results.values():
+        for result, view in zip(per_sample, batch.views, strict=True):
+            result.view = view
     return {m.name: results[m.name] for m in instances}
 
 

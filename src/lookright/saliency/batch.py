@@ -25,6 +25,7 @@ from PIL import Image
 from transformers import PreTrainedModel
 
 from lookright.models.base import EncodedBatch, VisualLayout, VLMAdapter
+from lookright.models.geometry import ImageView
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -50,7 +51,8 @@ class SampleTokens:
 
 @dataclass
 class SaliencyBatch:
-    """Encoded inputs of a batch plus per-sample token bookkeeping and original image sizes."""
+    """Encoded inputs of a batch plus per-sample token bookkeeping, original image sizes and
+    the part of each image its visual-token grid covers (``views``, the processor's geometry)."""
 
     encoded: EncodedBatch
     layouts: list[VisualLayout]
@@ -58,6 +60,7 @@ class SaliencyBatch:
     image_sizes: list[tuple[int, int]]
     questions: list[str]
     completions: list[str]
+    views: list[ImageView]
 
     @property
     def inputs(self):
@@ -281,6 +284,7 @@ def prepare_batch(
         image_sizes=[im.size for im in images],
         questions=list(questions),
         completions=list(completions),
+        views=[adapter.image_view(processor, im.size) for im in images],
     )
 
 

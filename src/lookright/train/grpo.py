@@ -601,7 +601,7 @@ def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir)
         )[method]
         for k, result in zip(chunk, maps, strict=True):
             if result.has_map:
-                score = alignment_score(result.response_map, rows[k]["boxes"])
+                score = alignment_score(result.response_map, rows[k]["boxes"], view=result.view)
                 if score is not None:
                     scores.append(score)
     records = [
