@@ -22,6 +22,8 @@ from lookright.models.real_geometry import FAMILIES, build_checkpoint
 
 # (width, height): landscape, portrait, 3:2 and 3:4, none of them square
 IMAGE_SIZES = ((308, 196), (168, 252), (252, 168), (224, 308))
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
 COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 180, 60)}
 HUMAN_MAP = 16
 
@@ -128,3 +130,33 @@ def build_data(folder: Path, per_split: dict[str, int] | None = None) -> Path:
     write_rows(images, IMAGES, folder / "images.parquet")
     write_rows(samples, SAMPLES, folder / "samples.parquet")
     return folder
+
+
+def boxed_image(size: tuple[int, int], box: list[float]) -> Image.Image:
+    """A black image of ``size = (width, height)`` with a white normalised ``box``."""
+    width, height = size
+    image = Image.new("RGB", size, (0, 0, 0))
+    x1, y1, x2, y2 = box
+    ImageDraw.Draw(image).rectangle(
+        (round(x1 * width), round(y1 * height), round(x2 * width) - 1, round(y2 * height) - 1),
+        fill=(255, 255, 255),
+    )
+    return image
+
+
+def tokens_seeing_only_the_box(loaded, image: Image.Image) -> np.ndarray:
+    """``(h, w)`` bool: the visual tokens all of whose pixels, as the processor made them
+    (``pixel_values``, un-normalised), are white: the tokens that see only the box of a
+    :func:`boxed_image`. An independent ground truth for the token -> pixel mapping."""
+    processor, adapter = loaded.processor, loaded.adapter
+    encoded = adapter.encode(processor, [image], ["What is it?"])
+    grid = adapter.visual_layouts(encoded.inputs, loaded.model)[0].grid
+    pixels = encoded.inputs["pixel_values"].float().numpy()
+    if "image_grid_thw" in encoded.inputs:  # Qwen: rows = patches, 2x2 merged groups in order
+        patches = pixels.reshape(grid[0] * grid[1], 4, 3, -1)  # (token, patch, channel, t*p*p)
+        values = patches * CLIP_STD[None, None, :, None] + CLIP_MEAN[None, None, :, None]
+        return values.min(axis=(1, 2, 3)).reshape(grid) > 0.9
+    values = pixels[0] * CLIP_STD[:, None, None] + CLIP_MEAN[:, None, None]  # (3, 336, 336)
+    patch = values.shape[1] // grid[0]
+    cells = values.reshape(3, grid[0], patch, grid[1], patch)
+    return cells.min(axis=(0, 2, 4)) > 0.9

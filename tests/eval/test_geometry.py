@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from lookright.eval.faithfulness import perturb_image
 from lookright.eval.human_alignment import nss
@@ -22,41 +22,13 @@ from lookright.models.real_geometry import FAMILIES
 from lookright.rewards.region_attention import focus_mask
 from lookright.saliency.storage import map_row, result_from_row
 from lookright.saliency.types import SaliencyResult
+from tests.real_geometry import boxed_image, tokens_seeing_only_the_box
 
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
-STD = np.array([0.26862954, 0.26130258, 0.27577711])
 CASES = [  # (width, height), box: off-centre, near the edges LLaVA's crop cuts
     ((448, 308), [0.2, 0.25, 0.5, 0.8]),
     ((308, 448), [0.1, 0.2, 0.7, 0.45]),
     ((336, 224), [0.55, 0.1, 0.8, 0.9]),
 ]
-
-
-def _boxed_image(size: tuple[int, int], box: list[float]) -> Image.Image:
-    width, height = size
-    image = Image.new("RGB", size, (0, 0, 0))
-    x1, y1, x2, y2 = box
-    ImageDraw.Draw(image).rectangle(
-        (round(x1 * width), round(y1 * height), round(x2 * width) - 1, round(y2 * height) - 1),
-        fill=(255, 255, 255),
-    )
-    return image
-
-
-def tokens_seeing_only_the_box(loaded, image: Image.Image) -> np.ndarray:
-    """``(h, w)`` bool: visual tokens all of whose pixels, as the processor made them, are white."""
-    processor, adapter = loaded.processor, loaded.adapter
-    encoded = adapter.encode(processor, [image], ["What is it?"])
-    grid = adapter.visual_layouts(encoded.inputs, loaded.model)[0].grid
-    pixels = encoded.inputs["pixel_values"].float().numpy()
-    if "image_grid_thw" in encoded.inputs:  # Qwen: rows = patches, 2x2 merged groups in order
-        patches = pixels.reshape(grid[0] * grid[1], 4, 3, -1)  # (token, patch, channel, t*p*p)
-        values = patches * STD[None, None, :, None] + MEAN[None, None, :, None]
-        return values.min(axis=(1, 2, 3)).reshape(grid) > 0.9
-    values = pixels[0] * STD[:, None, None] + MEAN[:, None, None]  # (3, 336, 336)
-    patch = values.shape[1] // grid[0]
-    cells = values.reshape(3, grid[0], patch, grid[1], patch)
-    return cells.min(axis=(0, 2, 4)) > 0.9
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +40,7 @@ def loaded_models(real_geometry_checkpoints):
 @pytest.mark.parametrize(("size", "box"), CASES)
 def test_a_map_on_the_tokens_that_see_the_box_scores_near_one(loaded_models, family, size, box):
     loaded = loaded_models[family]
-    image = _boxed_image(size, box)
+    image = boxed_image(size, box)
     planted = tokens_seeing_only_the_box(loaded, image).astype(np.float64)
     assert planted.sum() >= 4
     view = loaded.adapter.image_view(loaded.processor, size)
@@ -81,7 +53,7 @@ def test_a_map_on_the_tokens_that_see_the_box_scores_near_one(loaded_models, fam
 def test_deletion_removes_the_pixels_of_the_deleted_tokens(loaded_models, size, box):
     """Deleting the planted cells must change exactly what those tokens see: the box."""
     loaded = loaded_models["llava"]
-    image = _boxed_image(size, box)
+    image = boxed_image(size, box)
     planted = tokens_seeing_only_the_box(loaded, image)
     view = loaded.adapter.image_view(loaded.processor, size)
     pixels = np.asarray(image)
@@ -99,11 +71,11 @@ def test_deletion_removes_the_pixels_of_the_deleted_tokens(loaded_models, size, 
 def test_maps_land_on_the_box_in_image_space(loaded_models, size, box):
     """Overlays, NSS and Spearman see the map where its tokens looked."""
     loaded = loaded_models["llava"]
-    planted = tokens_seeing_only_the_box(loaded, _boxed_image(size, box)).astype(np.float64)
+    planted = tokens_seeing_only_the_box(loaded, boxed_image(size, box)).astype(np.float64)
     view = loaded.adapter.image_view(loaded.processor, size)
     width, height = size
     on_image = map_on_image(planted, view, (height, width))
-    inside = np.asarray(_boxed_image(size, box))[..., 0] == 255
+    inside = np.asarray(boxed_image(size, box))[..., 0] == 255
     assert on_image[inside].sum() / on_image.sum() >= 0.9
     human = inside.astype(np.float64)  # the human looked at the box
     assert nss(planted, human, 90.0, view) > 1.15 * nss(planted, human, 90.0)

@@ -31,7 +31,7 @@ What each family reproduces (hub checkpoint in brackets):
   (``image_token_index``, ``torch_dtype``).
 
 The tokenizers are byte-level BPEs trained on a small built-in English corpus, padded with
-unreachable filler entries to the real vocabulary size so the special tokens sit at their
+unreachable two-piece words to the real vocabulary size so the special tokens sit at their
 real ids (a random model still samples any id, as a real one can). ``<think>`` is NOT a
 token of its own, as in the real vocabularies.
 """
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 FAMILIES = ("qwen2_5_vl", "qwen2_vl", "llava")
 
@@ -187,14 +187,27 @@ def _bpe_parts(core: Tokenizer) -> tuple[dict[str, int], list[tuple[str, str]]]:
     return dict(state["vocab"]), merges
 
 
-def _pad_vocab(vocab: dict[str, int], size: int) -> dict[str, int]:
-    """Fill ids ``len(vocab)..size-1`` with unreachable entries (no merge produces them)."""
+def _pad_vocab(vocab: dict[str, int], size: int, decoder: Any) -> dict[str, int]:
+    """Fill ids ``len(vocab)..size-1`` with two-piece words (``"Ġred" + "cat"``).
+
+    No merge produces them, so the tokenizer never emits them, but a model can: decoded, each
+    is a word of printable ASCII that re-tokenises into a few pieces, as a real vocabulary's
+    tokens re-tokenise into about one (a random model's text stays about as long as its
+    tokens). ``decoder`` turns a piece into its text (the tokenizer's decoder).
+    """
     padded = dict(vocab)
-    k = 0
-    while len(padded) < size:
-        padded[f"<|lookright_unused_{k}|>"] = len(padded)
-        k += 1
-    return padded
+    clean = [t for t in vocab if _printable(decoder.decode([t]))]
+    pieces = sorted(clean, key=lambda t: (len(decoder.decode([t])) < 2, vocab[t]))
+    for first in pieces:
+        for second in pieces:
+            if len(padded) >= size:
+                return padded
+            padded.setdefault(first + second, len(padded))
+    raise ValueError(f"{len(pieces)} learnt pieces cannot fill a vocabulary of {size}")
+
+
+def _printable(text: str) -> bool:
+    return bool(text.strip()) and text.isascii() and text.isprintable() and "<" not in text
 
 
 def qwen_tokenizer(padding_side: str = "right") -> Any:
@@ -211,7 +224,7 @@ def qwen_tokenizer(padding_side: str = "right") -> Any:
     )
     core = _train_merges(pre, normalizers.NFC(), [], 600)
     vocab, merges = _bpe_parts(core)
-    vocab = _pad_vocab(vocab, QWEN_FIRST_SPECIAL_ID)
+    vocab = _pad_vocab(vocab, QWEN_FIRST_SPECIAL_ID, decoders.ByteLevel())
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -253,7 +266,8 @@ def llava_tokenizer(padding_side: str = "right") -> Any:
         vocab[f"<0x{byte:02X}>"] = len(vocab)
     for piece, _ in sorted(learnt.items(), key=lambda item: item[1]):
         vocab.setdefault(piece, len(vocab))
-    vocab = _pad_vocab(vocab, LLAVA_TOKENIZER_VOCAB)
+    metaspace = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    vocab = _pad_vocab(vocab, LLAVA_TOKENIZER_VOCAB, metaspace)
     tokenizer = LlamaTokenizer(
         vocab=vocab,
         merges=merges,

@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from lookright.saliency.attention_math import work_dtype
 from lookright.saliency.base import GradientMethod, GradientReducer, GradientTargets, register
 from lookright.saliency.batch import SaliencyBatch
 from lookright.saliency.gradient_pass import GradientForward
@@ -365,6 +366,8 @@ class _GradCamReducer(_TokenCollector):
         self.hidden = forward.last_layer_input.detach()
 
     def update(self, tokens, attention_grads, hidden_grad) -> None:
+        # float32 at least: the channel weights average thousands of visual tokens' gradients
+        hidden_grad = hidden_grad.to(work_dtype(hidden_grad.dtype))
         maps = torch.zeros(
             hidden_grad.shape[:3], dtype=hidden_grad.dtype, device=hidden_grad.device
         )

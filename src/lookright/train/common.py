@@ -268,6 +268,30 @@ def lora_config(lora: Any, model: torch.nn.Module, adapter: VLMAdapter) -> Any:
     )
 
 
+HALF_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def master_weights(model: torch.nn.Module, trains_base_weights: bool) -> torch.dtype:
+    """Train a half-precision checkpoint's own weights in float32; returns the checkpoint's dtype.
+
+    Real checkpoints load in bf16/fp16 (``torch_dtype``). AdamW applied to half-precision
+    weights loses every update smaller than half a unit in the last place (bf16: about
+    weight * 2^-9): at a fine-tuning learning rate of 1e-5 most weights never move, silently.
+    Full fine-tuning therefore upcasts to float32 master weights (on a GPU the trainer's
+    ``bf16`` autocast still computes in bf16); LoRA keeps the frozen base in half precision
+    (PEFT creates the adapters in float32). Save with :func:`restore_dtype`.
+    """
+    dtype = next(model.parameters()).dtype
+    if trains_base_weights and dtype in HALF_PRECISION:
+        model.float()
+    return dtype
+
+
+def restore_dtype(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """The trained model back in the checkpoint's dtype (saved like the checkpoint it came from)."""
+    return model.to(dtype)
+
+
 def freeze_vision_encoder(model: torch.nn.Module, adapter: VLMAdapter) -> int:
     """Freeze the vision encoder (patch embedding + blocks), keep the merger/projector.
 

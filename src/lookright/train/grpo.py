@@ -72,6 +72,8 @@ from lookright.train.common import (
     checkpoint_step,
     greedy_answers,
     lora_config,
+    master_weights,
+    restore_dtype,
     resumable_checkpoint,
     run_arguments,
     train_or_restore,
@@ -501,6 +503,7 @@ def run_grpo(
     out_dir = Path(out_dir)
     family = None if (Path(base) / "config.json").is_file() else cfg.model.family
     loaded = load_model(base, family=family)
+    checkpoint_dtype = master_weights(loaded.model, trains_base_weights=not section.lora.enabled)
     train = load_samples(data_dir, "train", tuple(section.task_mix))
     if train.num_rows == 0:
         raise ConfigError(f"grpo: no training samples of tasks {section.task_mix} in {data_dir}")
@@ -532,6 +535,7 @@ def run_grpo(
     trained = trainer.model
     if section.lora.enabled:
         trained = trained.merge_and_unload()
+    trained = restore_dtype(trained, checkpoint_dtype)
     model_dir = out_dir / "model"
     trained.save_pretrained(model_dir)
     loaded.processor.save_pretrained(model_dir)

@@ -31,6 +31,8 @@ from lookright.train.common import (
     freeze_vision_encoder,
     greedy_answers,
     lora_config,
+    master_weights,
+    restore_dtype,
     resumable_checkpoint,
     run_arguments,
     train_or_restore,
@@ -50,6 +52,7 @@ def run_sft(
     out_dir = Path(out_dir)
     loaded = load_model(base, family=cfg.model.family if cfg.model.base != "pretrain" else None)
     model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
+    checkpoint_dtype = master_weights(model, trains_base_weights=not section.lora.enabled)
     if section.freeze_vision:
         freeze_vision_encoder(model, adapter)
     train = load_samples(data_dir, "train", tuple(section.task_mix))
@@ -87,6 +90,7 @@ def run_sft(
     trained = trainer.model
     if section.lora.enabled:
         trained = trained.merge_and_unload()
+    trained = restore_dtype(trained, checkpoint_dtype)
     model_dir = out_dir / "model"
     trained.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
