@@ -291,14 +291,17 @@ def test_half_precision_maps_agree_with_float32(conformance, family, checkpoint_
     row = load_samples(conformance["data"], "test", ("vqa",)).to_pylist()[0]
     full = explain_batch(loaded.model, loaded.processor, [decode_png(row["image_png"])],
                          [row["question"]], [summary["completion"]], METHODS)  # fmt: skip
+    measured = {}
     for stored in half:
         reference = full[stored["method"]][0].response_map
         assert (stored["map"] is None) == (reference is None), stored["method"]
         if reference is None or stored["method"] == "random":
             continue
         relative, correlation = _agreement(reference, np.asarray(stored["map"]))
+        measured[stored["method"]] = (round(relative, 4), round(correlation, 5))
         assert relative <= HALF_TOLERANCE["relative_l1"], (stored["method"], relative)
         assert correlation >= HALF_TOLERANCE["correlation"], (stored["method"], correlation)
+    print(f"{family} {checkpoint_key} vs float32 (relative L1, correlation): {measured}")
 
 
 @pytest.mark.parametrize(("family", "dtype"), RUNS)

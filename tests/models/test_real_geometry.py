@@ -23,6 +23,7 @@ from lookright.models.real_geometry import (
     QWEN_FIRST_SPECIAL_ID,
     build_checkpoint,
 )
+from lookright.models.real_geometry import main as real_geometry_main
 
 QWEN = ("qwen2_5_vl", "qwen2_vl")
 
@@ -96,9 +97,13 @@ def test_real_processor_geometry_reaches_the_layout(real_geometry_checkpoints, f
         assert grids == [(24, 24), (24, 24)]
 
 
-def test_builds_are_deterministic(tmp_path):
+def test_builds_are_deterministic(tmp_path, capsys):
     first = build_checkpoint("llava", tmp_path / "a", seed=3)
-    second = build_checkpoint("llava", tmp_path / "b", seed=3)
+    assert (
+        real_geometry_main(["--family", "llava", "--out", str(tmp_path / "b"), "--seed", "3"]) == 0
+    )
+    second = tmp_path / "b"
+    assert str(second) in capsys.readouterr().out
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
         digests = [hashlib.sha256((f / name).read_bytes()).hexdigest() for f in (first, second)]
         assert digests[0] == digests[1], name

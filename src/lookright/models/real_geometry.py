@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 FAMILIES = ("qwen2_5_vl", "qwen2_vl", "llava")
 
@@ -164,17 +164,18 @@ loads as the generic ``TokenizersBackend``, not ``LlamaTokenizer`` whose default
 # -- tokenizers ----------------------------------------------------------------------------
 
 
-def _train_merges(pre_tokenizer, normalizer, specials: list[str], vocab_size: int) -> Tokenizer:
+def _train_merges(
+    pre_tokenizer, normalizer, specials: list[str], vocab_size: int, byte_level: bool = True
+) -> Tokenizer:
     """BPE merges learnt from :data:`CORPUS` with the family's own pre-tokenisation."""
     core = Tokenizer(models.BPE())
-    core.normalizer = normalizer
+    if normalizer is not None:
+        core.normalizer = normalizer
     core.pre_tokenizer = pre_tokenizer
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-        if isinstance(pre_tokenizer, pre_tokenizers.Sequence)
-        else [],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if byte_level else [],
         show_progress=False,
     )
     core.train_from_iterator([CORPUS] * 20, trainer)
@@ -212,17 +213,11 @@ def _printable(text: str) -> bool:
 
 def qwen_tokenizer(padding_side: str = "right") -> Any:
     """Qwen2's tokenizer conventions on a trained BPE (see the module docstring)."""
-    from tokenizers import Regex
-    from transformers import AddedToken
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+    from transformers import AddedToken, Qwen2Tokenizer
 
-    pre = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    core = _train_merges(pre, normalizers.NFC(), [], 600)
+    # Qwen2's own normaliser and pre-tokeniser (regex split + byte level), from its backend
+    backend = Qwen2Tokenizer(vocab={"<|endoftext|>": 0}, merges=[]).backend_tokenizer
+    core = _train_merges(backend.pre_tokenizer, backend.normalizer, [], 600)
     vocab, merges = _bpe_parts(core)
     vocab = _pad_vocab(vocab, QWEN_FIRST_SPECIAL_ID, decoders.ByteLevel())
     tokenizer = Qwen2Tokenizer(
@@ -259,7 +254,7 @@ def llava_tokenizer(padding_side: str = "right") -> Any:
 
     # merges are learnt word by word (sentencepiece never merges across a space)
     pre = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
-    core = _train_merges(pre, None, [], 400)
+    core = _train_merges(pre, None, [], 400, byte_level=False)
     learnt, merges = _bpe_parts(core)
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     for byte in range(256):
