@@ -382,8 +382,8 @@ def test_stage_main_logs_a_finished_run(inputs, tmp_path: Path, monkeypatch, cap
     uri = tracking.default_tracking_uri(tmp_path / "results")
     (run,) = tracking.find_runs(uri, stage="evaluate_answers")
     assert run.info.status == "FINISHED"
-    assert run.data.params["lookright.strategy"] == "greedy"
-    assert run.data.params["lookright.model"] == "tiny"
+    assert run.data.params["strategy"] == "greedy"
+    assert run.data.params["model"] == "tiny" and run.data.tags["lookright.model"] == "tiny"
     assert run.data.tags["lookright.strategy"] == "greedy"
     assert run.data.tags["snakemake.rule"] == "evaluate_answers"
     key = tracking._safe_key("pope/average/f1")

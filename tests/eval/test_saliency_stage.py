@@ -330,7 +330,7 @@ def test_stage_logs_a_finished_run(inputs, monkeypatch, capsys):
     run = client.get_run(record["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["snakemake.rule"] == "evaluate_saliency"
-    assert run.data.params["lookright.checkpoint"] == "sft"
+    assert run.data.params["checkpoint"] == "sft" and run.data.tags["lookright.checkpoint"] == "sft"
     assert run.data.params["evaluate.max_samples"] == "2"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_samples"] == 2 and 0.0 <= metrics["vqa_accuracy"] <= 1.0

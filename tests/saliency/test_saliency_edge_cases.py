@@ -10,20 +10,29 @@ from lookright.saliency import alignment_score, available_methods, explain_batch
 from lookright.saliency.batch import split_completion
 from lookright.saliency.types import finish_map
 
-OPEN, CLOSE = [7], [8, 9]  # a two-token closing tag, as real tokenizers may split it
+
+def _pieces(*tokens: str) -> tuple[str, list[tuple[int, int]]]:
+    """Text and character spans of a completion made of ``tokens`` (as token_offsets gives)."""
+    spans, at = [], 0
+    for token in tokens:
+        spans.append((at, at + len(token)))
+        at += len(token)
+    return "".join(tokens), spans
 
 
-def test_split_completion_by_tag_ids():
-    thought, answer, reason = split_completion([7, 1, 2, 8, 9, 3, 4], 10, OPEN, CLOSE)
-    assert (thought, answer, reason) == ([11, 12], [15, 16], None)
-    assert (
-        split_completion([7, 1, 2, 8], 10, OPEN, CLOSE)[2]
-        == "no </think> in the completion (truncated?)"
-    )
-    assert split_completion([7, 1, 8, 9], 0, OPEN, CLOSE)[2] == "empty answer"
-    assert split_completion([7, 8, 9, 5], 0, OPEN, CLOSE)[2] == "empty thought"
+def test_split_completion_by_characters_of_the_tokens():
+    # a real BPE's pieces: the tags merge with their neighbours
+    text, spans = _pieces("<", "think", ">It", " is", " red", ".</", "think", ">red", " car")
+    assert split_completion(text, spans, 10) == ([12, 13, 14, 15], [17, 18], None)
+    # tags as tokens of their own (lookright's tiny tokenizers)
+    text, spans = _pieces("<think>", "It", " is", "</think>", "red")
+    assert split_completion(text, spans, 0) == ([1, 2], [4], None)
+    text, spans = _pieces("<think>", "It", " is")
+    assert split_completion(text, spans, 0)[2] == "no </think> in the completion (truncated?)"
+    assert split_completion(*_pieces("<think>", "It", "</think>"), 0)[2] == "empty answer"
+    assert split_completion(*_pieces("<think>", "</think>", "red"), 0)[2] == "empty thought"
     # No opening tag in the completion (the prompt opened it): the thought starts at once.
-    assert split_completion([1, 2, 8, 9, 3], 0, OPEN, CLOSE)[:2] == ([0, 1], [4])
+    assert split_completion(*_pieces("It", " is", "</think>", "red"), 0)[:2] == ([0, 1], [3])
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
@@ -48,14 +57,40 @@ def test_degenerate_completions_give_no_map_not_a_crash(family, build_tiny, nois
     answer_only = results["logit_decomposition"]
     assert answer_only[0].response_map is None and answer_only[1].response_map is None
     for name, per_sample in results.items():
-        if name != "random":
-            assert (
-                per_sample[2].response_map is None and per_sample[2].reason == "empty completion"
-            ), name
+        assert per_sample[2].response_map is None, name
+        assert per_sample[2].reason == "empty completion", name
         assert per_sample[3].grid == (4, 4)
         for result in per_sample:
             if result.response_map is not None:
                 assert np.isfinite(result.response_map).all(), name
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
+def test_a_batch_of_only_empty_completions_gives_no_maps(family, build_tiny, noise_images):
+    """Issue 15, bug 4: a 3-step SFT on a real architecture answered nothing for a whole
+    batch; the row pass then had zero query rows and crashed ("cannot reshape tensor of 0
+    elements"), which killed evaluate_saliency. Every method says "no map", the stage goes on.
+    """
+    from lookright.eval.saliency_stage import explain_samples
+
+    model, processor, adapter = build_tiny(family)
+    rows = [{"question": "What color is the circle?"}, {"question": "Is there a star?"}]
+    explained = explain_samples(
+        model,
+        processor,
+        adapter,
+        rows,
+        noise_images[:2],
+        ["", ""],
+        available_methods(),
+        batch_size=2,
+        keep_results=2,
+    )
+    for sample in explained:
+        assert set(sample.maps) == set(available_methods())
+        for method, saliency_map in sample.maps.items():
+            assert saliency_map is None, method
+            assert sample.reasons[method] == "empty completion", method
 
 
 def test_zero_and_empty_maps_are_no_map():

@@ -133,6 +133,7 @@ def _naive_glimpse(forward, grads, batch, b, head_temperature=0.5, depth_tempera
     layers = len(grads)
     length = forward.attentions[0].shape[-1]
     probabilities = torch.softmax(forward.logits[b].detach(), dim=-1)
+    real_keys = batch.attention_mask[b].bool()  # padding keys: A = 0, dz/dA is not
     rows = []
     for k, position in enumerate(sample.targets):
         fused, masses = [], []
@@ -141,7 +142,7 @@ def _naive_glimpse(forward, grads, batch, b, head_temperature=0.5, depth_tempera
             weighted = attention * grad.clamp(min=0)
             scores = torch.stack(
                 [
-                    weighted[h].sum() / grad[h].clamp(min=0).sum().clamp(min=1e-12)
+                    weighted[h].sum() / grad[h][:, real_keys].clamp(min=0).sum().clamp(min=1e-12)
                     for h in range(attention.shape[0])
                 ]
             )

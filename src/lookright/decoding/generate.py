@@ -43,7 +43,7 @@ from lookright.decoding.params import (
 from lookright.decoding.saliency import StepScorer, prefill_all_but_last
 from lookright.decoding.sgrs import SaliencyGuidedSampler, StepRecord
 from lookright.models.base import VLMAdapter, adapter_for
-from lookright.saliency.batch import find_subsequence, tag_ids
+from lookright.saliency.batch import question_positions
 
 
 @dataclass
@@ -82,21 +82,25 @@ def question_key_mask(
 ) -> torch.Tensor:
     """``(B, W0)`` float mask of each prompt's question tokens (J's prompt part).
 
-    The question's token ids are located in the prompt as a subsequence (as the saliency
-    engine does); if not found (or no questions given), every non-padding, non-image prompt
-    token counts.
+    The question is located in the prompt's decoded text (as the saliency engine does,
+    :func:`lookright.saliency.batch.question_positions`); if not found (or no questions
+    given), every non-padding, non-image prompt token counts.
     """
     ids = inputs["input_ids"]
     mask = inputs["attention_mask"].bool()
     fallback = mask & (ids != image_token_id) if image_token_id is not None else mask.clone()
     keys = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
     for b in range(ids.shape[0]):
-        found = -1
+        found = None
         if questions is not None and questions[b]:
-            pattern = tag_ids(processor.tokenizer, questions[b])
-            found = find_subsequence(ids[b].tolist(), pattern)
-        if found >= 0:
-            keys[b, found : found + len(pattern)] = 1.0
+            row = ids[b].tolist()
+            real = torch.nonzero(mask[b]).flatten().tolist()
+            images = {p for p, t in enumerate(row) if t == image_token_id}
+            found = question_positions(
+                processor.tokenizer, row, real[0] if real else 0, len(row), questions[b], images
+            )
+        if found:
+            keys[b, found] = 1.0
         else:
             keys[b] = fallback[b].float()
     return keys

@@ -15,7 +15,11 @@ Del 5/15/30 and Ins 30. The model scoring itself lives elsewhere: here it is a c
 Cell -> pixel mapping: an ``(h, w)`` grid on an ``H x W`` image has integer row boundaries
 ``r_i = round(i * H / h)`` and column boundaries ``c_j = round(j * W / w)`` (round half up, in
 exact integer arithmetic), so the cells tile the image exactly even when ``H``/``W`` are not
-multiples of ``h``/``w``.
+multiples of ``h``/``w``. When the processor cropped or padded (``view``,
+:class:`lookright.models.geometry.ImageView`), the grid covers ``[x0, x1] x [y0, y1]`` of the
+image instead: ``c_j = round((x0 + j (x1 - x0) / w) W)`` clipped to the image, pixels the grid
+does not cover belong to no cell (never perturbed: the model does not see them), cells beyond
+the image cover no pixel.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from lookright.models.geometry import ImageView
 
 __all__ = [
     "auc",
@@ -96,17 +102,38 @@ def cell_boundaries(n_pixels: int, n_cells: int) -> np.ndarray:
     return (2 * i * n_pixels + n_cells) // (2 * n_cells)
 
 
-def _pixel_mask(cell_mask: np.ndarray, height: int, width: int) -> np.ndarray:
+def _cells_of_pixels(n_pixels: int, n_cells: int, lo: float, hi: float) -> np.ndarray:
+    """Cell index of each pixel along one axis (-1: not covered by the grid)."""
+    edges = np.floor((lo + np.arange(n_cells + 1) * (hi - lo) / n_cells) * n_pixels + 0.5)
+    edges = np.clip(edges, 0, n_pixels).astype(np.int64)
+    cells = np.searchsorted(edges, np.arange(n_pixels), side="right") - 1
+    cells[(np.arange(n_pixels) < edges[0]) | (np.arange(n_pixels) >= edges[-1])] = -1
+    return cells
+
+
+def _pixel_mask(
+    cell_mask: np.ndarray, height: int, width: int, view: ImageView | None = None
+) -> np.ndarray:
     cell_mask = np.asarray(cell_mask, dtype=bool)
     if cell_mask.ndim != 2 or cell_mask.size == 0:
         raise ValueError(f"cell mask must be a non-empty 2-D array, got {cell_mask.shape}")
     h, w = cell_mask.shape
-    rows = np.repeat(np.arange(h), np.diff(cell_boundaries(height, h)))
-    cols = np.repeat(np.arange(w), np.diff(cell_boundaries(width, w)))
-    return cell_mask[rows[:, None], cols[None, :]]
+    if view is None or view.is_full:
+        rows = np.repeat(np.arange(h), np.diff(cell_boundaries(height, h)))
+        cols = np.repeat(np.arange(w), np.diff(cell_boundaries(width, w)))
+        return cell_mask[rows[:, None], cols[None, :]]
+    rows = _cells_of_pixels(height, h, view.y0, view.y1)
+    cols = _cells_of_pixels(width, w, view.x0, view.x1)
+    mask = cell_mask[np.maximum(rows, 0)[:, None], np.maximum(cols, 0)[None, :]]
+    return mask & (rows >= 0)[:, None] & (cols >= 0)[None, :]
 
 
-def perturb_image(image: np.ndarray, cell_mask: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+def perturb_image(
+    image: np.ndarray,
+    cell_mask: np.ndarray,
+    baseline: np.ndarray,
+    view: ImageView | None = None,
+) -> np.ndarray:
     """Copy of ``image`` whose pixels in the masked grid cells come from ``baseline``.
 
     Args:
@@ -114,12 +141,13 @@ def perturb_image(image: np.ndarray, cell_mask: np.ndarray, baseline: np.ndarray
         cell_mask: boolean ``(h, w)`` grid mask; cell ``(i, j)`` covers rows
             ``[r_i, r_{i+1})`` and columns ``[c_j, c_{j+1})`` (:func:`cell_boundaries`).
         baseline: array of the image's shape (cast to the image's dtype).
+        view: the part of the image the grid covers (module docstring); default all of it.
     """
     image = np.asarray(image)
     baseline = np.asarray(baseline)
     if baseline.shape != image.shape:
         raise ValueError(f"baseline shape {baseline.shape} != image shape {image.shape}")
-    pixels = _pixel_mask(cell_mask, image.shape[0], image.shape[1])
+    pixels = _pixel_mask(cell_mask, image.shape[0], image.shape[1], view)
     out = image.copy()
     out[pixels] = baseline[pixels].astype(image.dtype, copy=False)
     return out
@@ -168,10 +196,11 @@ def deletion_image(
     fraction: float,
     baseline: np.ndarray | BaselineKind = "blur",
     blur_radius: float = DEFAULT_BLUR_RADIUS,
+    view: ImageView | None = None,
 ) -> np.ndarray:
     """``image`` with its top-``fraction`` salient cells replaced by the baseline."""
     mask = patch_mask(np.shape(saliency_map), rank_patches(saliency_map), fraction)
-    return perturb_image(image, mask, _baseline_array(image, baseline, blur_radius))
+    return perturb_image(image, mask, _baseline_array(image, baseline, blur_radius), view)
 
 
 def insertion_image(
@@ -180,12 +209,14 @@ def insertion_image(
     fraction: float,
     baseline: np.ndarray | BaselineKind = "blur",
     blur_radius: float = DEFAULT_BLUR_RADIUS,
+    view: ImageView | None = None,
 ) -> np.ndarray:
-    """The baseline with the top-``fraction`` salient cells restored from ``image``."""
+    """The baseline with the top-``fraction`` salient cells restored from ``image`` (pixels the
+    grid does not cover keep the baseline)."""
     image = np.asarray(image)
     base = _baseline_array(image, baseline, blur_radius).astype(image.dtype, copy=False)
     mask = patch_mask(np.shape(saliency_map), rank_patches(saliency_map), fraction)
-    return perturb_image(base, mask, image)
+    return perturb_image(base, mask, image, view)
 
 
 def relative_score(logp_perturbed_mean: float, logp_original_mean: float) -> float:
@@ -279,6 +310,7 @@ def evaluate_deletion_insertion(
     baseline: np.ndarray | BaselineKind = "blur",
     blur_radius: float = DEFAULT_BLUR_RADIUS,
     method: str | None = None,
+    view: ImageView | None = None,
 ) -> list[dict[str, Any]]:
     """Deletion and insertion scores of one image / map pair.
 
@@ -292,6 +324,7 @@ def evaluate_deletion_insertion(
         baseline: baseline kind or a precomputed baseline image.
         blur_radius: Gaussian radius for ``baseline="blur"``.
         method: optional method name copied into every record.
+        view: the part of the image the map's grid covers (processor crop/pad).
 
     Returns:
         One record per perturbation: ``kind``, ``fraction``, ``score``
@@ -307,9 +340,9 @@ def evaluate_deletion_insertion(
     for kind, fraction in jobs:
         mask = patch_mask(grid, ranked, fraction)
         if kind == "deletion":
-            perturbed = perturb_image(image, mask, base)
+            perturbed = perturb_image(image, mask, base, view)
         else:
-            perturbed = perturb_image(base.astype(image.dtype, copy=False), mask, image)
+            perturbed = perturb_image(base.astype(image.dtype, copy=False), mask, image, view)
         logp = float(score_fn(perturbed))
         record: dict[str, Any] = {
             "kind": kind,

@@ -10,7 +10,8 @@ GLIMPSE evaluates maps against VQA-HAT human attention with
 Both metrics work on the HUMAN map's grid: the model map (e.g. a 16x16 visual-token grid) is
 resized to the human map's ``(height, width)`` with Pillow bilinear interpolation
 (:func:`lookright.eval.localisation.resize_map`; half-pixel centres, antialiased when
-shrinking). Undefined values (constant map, empty fixation set, NaN input) give NaN and a
+shrinking), laid on the part of the image its grid covers (``view``, e.g. LLaVA's centre
+crop; image areas outside it get 0: the model never saw them). Undefined values (constant map, empty fixation set, NaN input) give NaN and a
 :class:`MetricUndefinedWarning`, never an exception.
 
 NSS follows pysaliency's definition (``pysaliency.metrics.NSS``): population standard deviation
@@ -24,7 +25,8 @@ import warnings
 import numpy as np
 from scipy import stats
 
-from lookright.eval.localisation import resize_map
+from lookright.eval.localisation import map_on_image
+from lookright.models.geometry import ImageView
 
 __all__ = ["MetricUndefinedWarning", "fixation_mask", "nss", "spearman"]
 
@@ -56,7 +58,12 @@ def fixation_mask(human_map: np.ndarray, percentile: float = 90.0) -> np.ndarray
     return (human >= threshold) & (human > human.min())
 
 
-def nss(saliency_map: np.ndarray, human_map: np.ndarray, percentile: float = 90.0) -> float:
+def nss(
+    saliency_map: np.ndarray,
+    human_map: np.ndarray,
+    percentile: float = 90.0,
+    view: ImageView | None = None,
+) -> float:
     """Normalised scanpath saliency of ``saliency_map`` against a dense human map (GLIMPSE).
 
     Steps: resize the saliency map to the human map's shape (bilinear), z-score it over all
@@ -74,7 +81,7 @@ def nss(saliency_map: np.ndarray, human_map: np.ndarray, percentile: float = 90.
         return _undefined("NSS undefined: saliency map is empty or not finite")
     if np.ptp(sal) == 0.0:  # checked before resizing: float32 interpolation may add 1-ulp noise
         return _undefined("NSS undefined: saliency map is constant (std 0)")
-    resized = resize_map(sal, human.shape)
+    resized = map_on_image(sal, view, human.shape)
     std = float(resized.std())
     if not std > 0.0:
         return _undefined("NSS undefined: resized saliency map is constant (std 0)")
@@ -82,7 +89,9 @@ def nss(saliency_map: np.ndarray, human_map: np.ndarray, percentile: float = 90.
     return float(z[fixations].mean())
 
 
-def spearman(saliency_map: np.ndarray, human_map: np.ndarray) -> float:
+def spearman(
+    saliency_map: np.ndarray, human_map: np.ndarray, view: ImageView | None = None
+) -> float:
     """Spearman rank correlation between a saliency map and a human map (GLIMPSE).
 
     The saliency map is resized to the human map's shape (bilinear), both are flattened and
@@ -99,7 +108,7 @@ def spearman(saliency_map: np.ndarray, human_map: np.ndarray) -> float:
         return _undefined("Spearman undefined: a map is not finite")
     if np.ptp(sal) == 0.0 or np.ptp(human) == 0.0:
         return _undefined("Spearman undefined: a map is constant")
-    resized = resize_map(sal, human.shape).ravel()
+    resized = map_on_image(sal, view, human.shape).ravel()
     flat = human.ravel()
     if np.ptp(resized) == 0.0:
         return _undefined("Spearman undefined: resized saliency map is constant")

@@ -11,16 +11,23 @@ spread uniformly over that rectangle, and a normalised box ``[x1, y1, x2, y2]`` 
 ``[x1*W, x2*W] x [y1*H, y2*H]`` (x by WIDTH, y by HEIGHT; the reference code scales ``y2`` by
 the width, which is wrong on non-square images). Overlapping boxes are merged into their union
 exactly (coordinate compression), so no area is counted twice.
+
+The grid covers the part of the image the processor kept (:class:`ImageView`, e.g. LLaVA's
+centre crop): every function takes the sample's ``view`` and maps boxes / pixels through it,
+so a box is compared with the tokens that actually saw it. ``view=None`` is the whole image.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["alignment_score", "box_coverage", "resize_map", "upsample_map"]
+from lookright.models.geometry import ImageView
+
+__all__ = ["alignment_score", "box_coverage", "map_on_image", "resize_map", "upsample_map"]
 
 
 def resize_map(saliency_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -47,14 +54,45 @@ def resize_map(saliency_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.float64)
 
 
-def upsample_map(saliency_map: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+def map_on_image(
+    saliency_map: np.ndarray, view: ImageView | None, shape: tuple[int, int]
+) -> np.ndarray:
+    """A grid map laid on the image, sampled at ``shape = (height, width)``.
+
+    The map is resized bilinearly (:func:`resize_map`) onto the part of the image its grid
+    covers (``view``); image areas the grid does not cover (cut by a crop) get 0, map cells
+    beyond the image (padding) are dropped. A full view is exactly :func:`resize_map`. Other
+    views are drawn on a canvas at least 512 px wide (sub-pixel placement of the view's
+    edges) and then resized to ``shape``.
+    """
+    height, width = int(shape[0]), int(shape[1])
+    if view is None or view.is_full:
+        return resize_map(saliency_map, (height, width))
+    scale = max(1, math.ceil(512 / max(height, width)))
+    canvas_h, canvas_w = height * scale, width * scale
+    left, top = round(view.x0 * canvas_w), round(view.y0 * canvas_h)
+    right, bottom = round(view.x1 * canvas_w), round(view.y1 * canvas_h)
+    placed = resize_map(saliency_map, (max(bottom - top, 1), max(right - left, 1)))
+    canvas = np.zeros((canvas_h, canvas_w), dtype=np.float64)
+    rows = slice(max(top, 0), min(bottom, canvas_h))
+    cols = slice(max(left, 0), min(right, canvas_w))
+    canvas[rows, cols] = placed[
+        rows.start - top : rows.stop - top, cols.start - left : cols.stop - left
+    ]
+    return canvas if scale == 1 else resize_map(canvas, (height, width))
+
+
+def upsample_map(
+    saliency_map: np.ndarray, image_size: tuple[int, int], view: ImageView | None = None
+) -> np.ndarray:
     """Bilinearly upsample a grid map to the image's pixels (for overlays).
 
     ``image_size`` is ``(width, height)`` like ``PIL.Image.size``; the result has shape
-    ``(height, width)``. See :func:`resize_map` for the interpolation convention.
+    ``(height, width)``; ``view`` places the grid on the image (:func:`map_on_image`). See
+    :func:`resize_map` for the interpolation convention.
     """
     width, height = int(image_size[0]), int(image_size[1])
-    return resize_map(saliency_map, (height, width))
+    return map_on_image(saliency_map, view, (height, width))
 
 
 def _as_boxes(boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
@@ -74,6 +112,7 @@ def box_coverage(
     grid_shape: tuple[int, int],
     boxes: Sequence[Sequence[float]] | np.ndarray,
     image_size: tuple[float, float] | None = None,
+    view: ImageView | None = None,
 ) -> np.ndarray:
     """Fraction of each grid cell's area covered by the union of normalised boxes.
 
@@ -89,6 +128,8 @@ def box_coverage(
         image_size: ``(width, height)`` in pixels (default ``(1, 1)``: normalised units). The
             result does not depend on it (cells and boxes are fractions of the same image);
             it only expresses the computation in pixels.
+        view: the part of the image the grid covers (default: all of it); boxes are mapped
+            into the grid's coordinates first, parts outside the view cover nothing.
 
     Returns:
         ``(h, w)`` float array in ``[0, 1]``.
@@ -98,6 +139,8 @@ def box_coverage(
     if width <= 0 or height <= 0:
         raise ValueError(f"image_size must be positive, got {image_size}")
     arr = _as_boxes(boxes)
+    if view is not None and len(arr):
+        arr = view.to_grid(arr)
     coverage = np.zeros((h, w), dtype=np.float64)
     if h == 0 or w == 0 or len(arr) == 0:
         return coverage
@@ -133,6 +176,7 @@ def alignment_score(
     saliency_map: np.ndarray,
     boxes: Sequence[Sequence[float]] | np.ndarray,
     image_size: tuple[float, float] | None = None,
+    view: ImageView | None = None,
 ) -> float | None:
     """Saliency-R1 alignment score: share of the map's mass inside the union of the boxes.
 
@@ -142,6 +186,8 @@ def alignment_score(
         boxes: normalised ``[x1, y1, x2, y2]`` boxes (x by width, y by height).
         image_size: ``(width, height)`` in pixels; see :func:`box_coverage` (the score does not
             depend on it).
+        view: the part of the image the map's grid covers (the processor's crop/pad,
+            :class:`ImageView`; default: the whole image).
 
     Returns:
         A float in ``[0, 1]``, or ``None`` (TRL then skips the reward, METHODS.md section 3)
@@ -160,5 +206,5 @@ def alignment_score(
     total = float(arr.sum())
     if total <= 0.0:
         return None
-    coverage = box_coverage(arr.shape, box_arr, image_size)
+    coverage = box_coverage(arr.shape, box_arr, image_size, view)
     return float(np.clip((arr * coverage).sum() / total, 0.0, 1.0))

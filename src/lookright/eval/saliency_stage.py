@@ -81,6 +81,7 @@ from lookright.eval.human_alignment import MetricUndefinedWarning, nss, spearman
 from lookright.eval.localisation import alignment_score
 from lookright.io import write_rows
 from lookright.models.base import VLMAdapter, load_model
+from lookright.models.geometry import ImageView
 from lookright.saliency.api import get_method, run_methods
 from lookright.saliency.batch import prepare_batch
 from lookright.saliency.storage import map_row, write_maps
@@ -183,11 +184,13 @@ def accuracy_metrics(predictions: Sequence[Mapping[str, Any]]) -> dict[str, floa
 
 @dataclass
 class SampleMaps:
-    """The response-level maps of one sample (``None`` = no map) and why a map is missing."""
+    """The response-level maps of one sample (``None`` = no map), why a map is missing, and
+    the part of the image the maps' grid covers (the processor's crop/pad)."""
 
     maps: dict[str, np.ndarray | None]
     reasons: dict[str, str | None]
     results: dict[str, SaliencyResult] | None = None  # full results, gallery samples only
+    view: ImageView | None = None
 
 
 def _methods(names: Sequence[str], seed: int) -> list[Any]:
@@ -235,6 +238,7 @@ def explain_samples(
                         m: None if r.has_map else (r.reason or "no map") for m, r in per.items()
                     },
                     results=per if start + b < keep_results else None,
+                    view=batch.views[b],
                 )
             )
     return out
@@ -257,17 +261,20 @@ def map_metrics(
     row: Mapping[str, Any],
     image_size: tuple[int, int],
     percentile: float,
+    view: ImageView | None = None,
 ) -> dict[str, float | None]:
     """Alignment (Saliency-R1, with the sample's boxes) and NSS / Spearman (GLIMPSE).
 
-    The map is compared with the human map on the human map's grid (resized bilinearly by
+    ``view`` is the part of the image the map's grid covers (the processor's crop/pad): boxes
+    and the human map are compared with the tokens that saw them. The map is compared with
+    the human map on the human map's grid (laid on the image and resized bilinearly by
     :mod:`lookright.eval.human_alignment`). Undefined values (no map, no box, no human map,
     a constant map) are ``None``.
     """
     if saliency_map is None:
         return {"alignment": None, "nss": None, "spearman": None}
     boxes = row.get("boxes") or []
-    alignment = alignment_score(saliency_map, boxes, image_size) if boxes else None
+    alignment = alignment_score(saliency_map, boxes, image_size, view) if boxes else None
     human = human_map(row)
     if human is None:
         return {"alignment": alignment, "nss": None, "spearman": None}
@@ -275,8 +282,8 @@ def map_metrics(
         warnings.simplefilter("ignore", MetricUndefinedWarning)
         return {
             "alignment": alignment,
-            "nss": _finite(nss(saliency_map, human, percentile)),
-            "spearman": _finite(spearman(saliency_map, human)),
+            "nss": _finite(nss(saliency_map, human, percentile, view)),
+            "spearman": _finite(spearman(saliency_map, human, view)),
         }
 
 
@@ -348,6 +355,7 @@ def score_faithfulness(
     f: FaithfulnessSection,
     *,
     batch_size: int,
+    view: ImageView | None = None,
 ) -> dict[str, dict[str, dict[float, float]]]:
     """Deletion / insertion scores of one sample: ``{method: {kind: {fraction: score}}}``.
 
@@ -365,7 +373,8 @@ def score_faithfulness(
     cells), so images are identified by their keep mask: identical images (fraction 0 of
     deletion = the original, fraction 1 of deletion = the baseline = fraction 0 of insertion,
     ...) are scored once, and unique ones in batches of ``batch_size`` forwards. Deletion at
-    0 % and insertion at 100 % are the original itself: exactly 100.
+    0 % and insertion at 100 % are the original itself: exactly 100. ``view`` maps the cells to
+    the pixels the processor kept (:mod:`lookright.eval.faithfulness`).
     """
     pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
     base = make_baseline(pixels, f.baseline, f.blur_radius)
@@ -390,7 +399,7 @@ def score_faithfulness(
     logp: dict[bytes, float] = {}
     for start in range(0, len(keys), batch_size):
         chunk = keys[start : start + batch_size]
-        images = [Image.fromarray(perturb_image(base, masks[k], pixels)) for k in chunk]
+        images = [Image.fromarray(perturb_image(base, masks[k], pixels, view)) for k in chunk]
         values = completion_logprobs(model, processor, adapter, images, question, completion)
         logp.update(zip(chunk, values, strict=True))
     original = logp[next(iter(masks))]
@@ -548,6 +557,7 @@ def _faithfulness(
             explained[k].maps,
             f,
             batch_size=e.batch_size,
+            view=explained[k].view,
         )
     return out
 
@@ -571,7 +581,7 @@ def _saliency_rows(
                 "correct": prediction["correct"],
                 "has_map": sample.maps[method] is not None,
                 "reason": sample.reasons[method],
-                **map_metrics(sample.maps[method], row, image.size, e.nss_percentile),
+                **map_metrics(sample.maps[method], row, image.size, e.nss_percentile, sample.view),
             }
             scores = faithfulness.get(row["sample_id"], {}).get(method)
             if scores:

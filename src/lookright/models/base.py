@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, PreTrainedModel
 
+from lookright.models.geometry import ImageView
+
 
 @dataclass(frozen=True)
 class VisualLayout:
@@ -80,6 +82,19 @@ class VLMAdapter(ABC):
     @abstractmethod
     def load_processor(self, path_or_id: str | Path) -> Any: ...
 
+    def configure_processor(self, processor: Any) -> Any:
+        """Conventions every lookright stage (and TRL) relies on, whatever the checkpoint says.
+
+        Left padding: prompts are left-padded for generation, and TRL's GRPOTrainer re-runs
+        the processor on the prompts with the TOKENIZER'S padding side to rebuild per-token
+        inputs such as Qwen's ``mm_token_type_ids``. Real Qwen2-VL/2.5-VL (and LLaVA-1.5 under
+        transformers 5) tokenizers load with right padding, so those ids would land on other
+        positions than the left-padded prompt ids (``get_rope_index`` then fails on any batch
+        of prompts of different lengths). Applied by :meth:`load`; returns the processor.
+        """
+        processor.tokenizer.padding_side = "left"
+        return processor
+
     def load(
         self,
         path_or_id: str | Path,
@@ -93,7 +108,7 @@ class VLMAdapter(ABC):
             str(path_or_id), dtype=dtype, attn_implementation=attn_implementation
         )
         model.to(device)
-        return LoadedModel(model, self.load_processor(path_or_id), self)
+        return LoadedModel(model, self.configure_processor(self.load_processor(path_or_id)), self)
 
     # -- structure ----------------------------------------------------------------------
     def text_model(self, model: PreTrainedModel) -> torch.nn.Module:
@@ -144,9 +159,10 @@ class VLMAdapter(ABC):
         completion boundary is exact, whatever the tokenizer would merge across it.
         """
         tokenizer = processor.tokenizer
-        tokenizer.padding_side = "left"
         prompts = [self.prompt_text(processor, q) for q in questions]
-        inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        inputs = processor(
+            text=prompts, images=images, return_tensors="pt", padding=True, padding_side="left"
+        )
         mask = inputs["attention_mask"]
         prompt_lengths = [int(n) for n in mask.sum(dim=1).tolist()]
         width = mask.shape[1]
@@ -180,6 +196,12 @@ class VLMAdapter(ABC):
     @abstractmethod
     def visual_layouts(self, inputs: BatchFeature, model: PreTrainedModel) -> list[VisualLayout]:
         """Visual-token positions and grid of every sample of an encoded batch."""
+
+    @abstractmethod
+    def image_view(self, processor: Any, image_size: tuple[int, int]) -> ImageView:
+        """The part of an image of ``(width, height)`` px that its visual-token grid covers,
+        from the processor's own config (crop, resize, pad): see :mod:`lookright.models.geometry`.
+        """
 
     def _positions(self, inputs: BatchFeature, model: PreTrainedModel) -> list[torch.Tensor]:
         ids = inputs["input_ids"]

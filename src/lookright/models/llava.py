@@ -19,6 +19,7 @@ from transformers import (
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
 from lookright.models.base import TinySize, VisualLayout, VLMAdapter, register
+from lookright.models.geometry import ImageView, clip_view
 from lookright.models.tokenizer import LLAVA_FORMAT
 
 TINY_PATCH = 28
@@ -37,6 +38,11 @@ class LlavaAdapter(VLMAdapter):
 
     def vision_tower(self, model: PreTrainedModel):
         return model.model.vision_tower
+
+    def image_view(self, processor, image_size: tuple[int, int]) -> ImageView:
+        """CLIP image processing: shortest edge resized, centre crop (and ``do_pad``), from the
+        processor's config (:func:`lookright.models.geometry.clip_view`)."""
+        return clip_view(processor.image_processor, image_size)
 
     def visual_layouts(self, inputs: BatchFeature, model: PreTrainedModel) -> list[VisualLayout]:
         layouts = []
@@ -95,7 +101,7 @@ class LlavaAdapter(VLMAdapter):
             num_additional_image_tokens=1,
             chat_template=tokenizer.chat_template,
         )
-        return model, processor
+        return model, self.configure_processor(processor)
 
 
 register(LlavaAdapter())

@@ -23,6 +23,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
 from lookright.models.base import TinySize, VisualLayout, VLMAdapter, register
+from lookright.models.geometry import FULL_VIEW, ImageView
 from lookright.models.tokenizer import QWEN_FORMAT
 
 
@@ -96,6 +97,11 @@ class _QwenFamily(VLMAdapter):
     def load_processor(self, path_or_id):
         return self.processor_class.from_pretrained(str(path_or_id))
 
+    def image_view(self, processor: Any, image_size: tuple[int, int]) -> ImageView:
+        """The whole image: smart resize scales it to multiples of 28 px, nothing is cut or
+        padded (the grid's cells are uniform over the image)."""
+        return FULL_VIEW
+
     def visual_layouts(self, inputs: BatchFeature, model: PreTrainedModel) -> list[VisualLayout]:
         merge = 2
         vision_config = getattr(model.config, "vision_config", None)
@@ -124,7 +130,7 @@ class _QwenFamily(VLMAdapter):
             tokenizer=tokenizer,
             chat_template=tokenizer.chat_template,
         )
-        return model, processor
+        return model, self.configure_processor(processor)
 
 
 class Qwen25VLAdapter(_QwenFamily):

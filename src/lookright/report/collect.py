@@ -34,7 +34,15 @@ ANSWER_FILES = ("pope.parquet", "chair.parquet", "metrics.json")
 SALIENCY_FILES = ("summary.parquet", "curves.parquet", "maps.parquet", "metrics.json")
 # Columns of maps.parquet the gallery reads (token maps can be large and are skipped).
 MAP_COLUMNS = ("sample_id", "method", "height", "width", "map")
-MAP_OPTIONAL = ("reason", "image_width", "image_height", "question", "completion", "alignment")
+MAP_OPTIONAL = (
+    "reason",
+    "image_width",
+    "image_height",
+    "question",
+    "completion",
+    "alignment",
+    "view",
+)
 
 
 class ReportInputError(FileNotFoundError):

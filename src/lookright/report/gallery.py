@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from lookright.models.geometry import ImageView
 from lookright.report.collect import (
     EvalOutputs,
     GalleryImage,
@@ -110,7 +111,12 @@ def _base_image(row: dict[str, Any], image: GalleryImage | None) -> Image.Image:
 def render_cell(row: dict[str, Any], image: GalleryImage | None) -> tuple[Image.Image, str]:
     """The square thumbnail of one map row over its image, and its caption."""
     saliency_map = _map_array(row)
-    picture = overlay(_base_image(row, image), saliency_map, image.boxes if image else None)
+    picture = overlay(
+        _base_image(row, image),
+        saliency_map,
+        image.boxes if image else None,
+        view=ImageView.from_list(row.get("view")),
+    )
     if saliency_map is None:
         caption = f"no map: {row.get('reason') or 'invalid map'}"
     elif row.get("alignment") is not None:

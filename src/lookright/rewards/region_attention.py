@@ -33,15 +33,19 @@ import torch
 
 from lookright.eval.localisation import box_coverage
 from lookright.models.base import VLMAdapter
+from lookright.models.geometry import ImageView
 from lookright.rewards.policy import Policy
 from lookright.rewards.saliency import ModelReward
 from lookright.saliency.batch import SaliencyBatch, pad_positions
 from lookright.saliency.row_pass import RowPass, RowRequest
 
 
-def focus_mask(grid: tuple[int, int], boxes: Sequence[Sequence[float]]) -> np.ndarray:
-    """``(h*w,)`` bool: visual tokens (raster order) whose grid cell overlaps a box."""
-    return box_coverage(grid, boxes).reshape(-1) > 0
+def focus_mask(
+    grid: tuple[int, int], boxes: Sequence[Sequence[float]], view: ImageView | None = None
+) -> np.ndarray:
+    """``(h*w,)`` bool: visual tokens (raster order) whose grid cell overlaps a box; ``view``
+    is the part of the image the grid covers (the processor's crop/pad)."""
+    return box_coverage(grid, boxes, view=view).reshape(-1) > 0
 
 
 def region_attention_reward(
@@ -202,7 +206,7 @@ class RegionAttentionReward(ModelReward):
                     scores[i] = region_attention_reward(
                         rows.entropies[k],
                         rows.attention[k],
-                        focus_mask(sample.grid, boxes[i]),
+                        focus_mask(sample.grid, boxes[i], batch.views[k]),
                         self.rho,
                         self.eps,
                     )

@@ -4,7 +4,8 @@ For each completion: the CoT-bottleneck logit-decomposition map of the current p
 (vision -> thought -> answer, :class:`lookright.saliency.decomposition.CotBottleneck`), from
 one teacher-forced forward over prompt + the rollout's completion ids, and its alignment score
 with the sample's evidence box(es): the share of the map's mass inside the boxes
-(:func:`lookright.eval.localisation.alignment_score`, exact area overlap on the grid).
+(:func:`lookright.eval.localisation.alignment_score`, exact area overlap on the grid, the boxes
+mapped through the processor's crop/pad of that image).
 
 ``None`` (TRL skips it) when the sample has no box or no image, or when there is no map: a
 completion without ``</think>`` (truncated), with an empty thought or answer, an image without
@@ -159,7 +160,9 @@ class SaliencyAlignmentReward(ModelReward):
                 for i, result in zip(chunk, results, strict=True):
                     if not result.has_map:
                         continue
-                    scores[i] = alignment_score(result.response_map, boxes[i], images[i].size)
+                    scores[i] = alignment_score(
+                        result.response_map, boxes[i], images[i].size, result.view
+                    )
         valid = [s for s in scores if s is not None]
         self.log(
             kwargs,

@@ -36,7 +36,7 @@ from lookright.saliency.gradient_pass import (
 )
 from lookright.saliency.plan import build_row_request, gradient_targets
 from lookright.saliency.row_pass import RowPass
-from lookright.saliency.types import SaliencyResult
+from lookright.saliency.types import SaliencyResult, no_map
 
 
 def available_methods() -> list[str]:
@@ -92,6 +92,9 @@ def run_methods(
                 results[method.name] = method.explain(batch)
     finally:
         model.train(was_training)
+    for per_sample in results.values():
+        for result, view in zip(per_sample, batch.views, strict=True):
+            result.view = view
     return {m.name: results[m.name] for m in instances}
 
 
@@ -99,6 +102,13 @@ def _run_row_methods(
     model, adapter, batch, methods: list[RowMethod]
 ) -> dict[str, list[SaliencyResult]]:
     results: dict[str, list[SaliencyResult]] = {}
+    if methods and not any(sample.targets for sample in batch.samples):
+        # every completion is empty: no row to recompute (a forward with zero query rows
+        # cannot be split into heads), and no map to make
+        return {
+            m.name: [no_map(m.name, s.grid, "empty completion") for s in batch.samples]
+            for m in methods
+        }
     for generating in sorted({m.needs().cot_generating for m in methods}):
         group = [m for m in methods if m.needs().cot_generating == generating]
         needs = RowNeeds()

@@ -103,7 +103,10 @@ class Rollout(RowMethod):
 @register
 @dataclass
 class RandomMap(DirectMethod):
-    """Uniform random map in [0, 1) per sample, from ``numpy.random.default_rng(seed + b)``."""
+    """Uniform random map in [0, 1) per sample, from ``numpy.random.default_rng(seed + b)``.
+
+    An empty completion gets no map, as with every other method (nothing was answered).
+    """
 
     name: ClassVar[str] = "random"
     seed: int = 0
@@ -112,5 +115,8 @@ class RandomMap(DirectMethod):
         results = []
         for b, sample in enumerate(batch.samples):
             values = np.random.default_rng(self.seed + b).random(len(sample.visual))
+            if not sample.targets:
+                results.append(no_map(self.name, sample.grid, "empty completion"))
+                continue
             results.append(finish_map(self.name, sample.grid, values))
         return results

@@ -3,9 +3,16 @@
 :func:`prepare_batch` encodes (image, question, completion) triples with the family's adapter
 and records, per sample, which sequence positions hold the visual tokens, the question, the
 completion tokens to explain, and the thought / answer spans of a ``<think>...</think>answer``
-completion. Spans are located by token-id subsequence matching of the tag ids
-(``tokenizer(tag, add_special_tokens=False).input_ids``), never by re-tokenising decoded text
-(METHODS.md section 2: the Saliency-R1 reference re-tokenises, which can shift boundaries).
+completion.
+
+Spans are located on the completion's OWN tokens, never by re-tokenising decoded text
+(METHODS.md section 2: the Saliency-R1 reference re-tokenises, which can shift boundaries):
+each token is mapped to the characters it decodes to (decoding growing prefixes), the tags
+are found in that text, and a token belongs to the thought (the answer) when its characters
+overlap the thought's (the answer's). Matching the tags' own token ids is not enough with
+real vocabularies: they have no ``<think>`` token, and the tags' pieces merge with their
+neighbours ("red.</think>red" is ``.</``, ``think``, ``>red`` in Qwen2's BPE), so the tag's
+ids never occur in the completion and every CoT map would be "no map".
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from PIL import Image
 from transformers import PreTrainedModel
 
 from lookright.models.base import EncodedBatch, VisualLayout, VLMAdapter
+from lookright.models.geometry import ImageView
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -43,7 +51,8 @@ class SampleTokens:
 
 @dataclass
 class SaliencyBatch:
-    """Encoded inputs of a batch plus per-sample token bookkeeping and original image sizes."""
+    """Encoded inputs of a batch plus per-sample token bookkeeping, original image sizes and
+    the part of each image its visual-token grid covers (``views``, the processor's geometry)."""
 
     encoded: EncodedBatch
     layouts: list[VisualLayout]
@@ -51,6 +60,7 @@ class SaliencyBatch:
     image_sizes: list[tuple[int, int]]
     questions: list[str]
     completions: list[str]
+    views: list[ImageView]
 
     @property
     def inputs(self):
@@ -76,46 +86,62 @@ class SaliencyBatch:
         return self
 
 
-def find_subsequence(sequence: Sequence[int], pattern: Sequence[int], start: int = 0) -> int:
-    """Index of the first occurrence of ``pattern`` in ``sequence`` at or after ``start``; -1 if none."""
-    n, m = len(sequence), len(pattern)
-    if m == 0:
-        return -1
-    for i in range(start, n - m + 1):
-        if list(sequence[i : i + m]) == list(pattern):
-            return i
-    return -1
-
-
-def tag_ids(tokenizer, tag: str) -> list[int]:
-    """Token ids of a tag as the tokenizer writes it inside text (no special tokens)."""
-    return list(tokenizer(tag, add_special_tokens=False)["input_ids"])
-
-
 def _end_tokens(tokenizer) -> set[int]:
     ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     return {int(i) for i in ids if i is not None}
 
 
-def split_completion(
-    ids: Sequence[int], start: int, open_ids: Sequence[int], close_ids: Sequence[int]
-) -> tuple[list[int] | None, list[int] | None, str | None]:
-    """Thought and answer positions of a completion ``ids`` that starts at sequence ``start``.
+def token_offsets(tokenizer, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+    """The decoded text of ``ids`` and the ``[start, end)`` characters of each token in it.
 
-    Thought = tokens strictly between ``<think>`` and ``</think>`` (if the completion has no
-    ``<think>``, e.g. the prompt opened it, the thought starts at the completion's first token);
-    answer = tokens after ``</think>``. Returns ``(thought, answer, reason)``; ``reason`` is set
-    when the bottleneck map is undefined (no ``</think>``, empty thought or empty answer).
+    Token k covers ``len(decode(ids[:k]))`` to ``len(decode(ids[:k + 1]))`` (special tokens
+    kept, no clean-up), so pieces that decode to nothing on their own (a byte of a multi-byte
+    character) still get their place.
     """
-    if len(ids) == 0:
+    known = len(tokenizer)  # a random model may emit ids beyond the tokenizer's vocabulary
+    ids = [int(i) if int(i) < known else None for i in ids]
+    prefixes = [
+        tokenizer.decode(
+            [i for i in ids[:k] if i is not None],
+            skip_special_tokens=False,
+            clean_up_tokenization_spaces=False,
+        )
+        for k in range(len(ids) + 1)
+    ]
+    ends = [len(p) for p in prefixes]
+    return prefixes[-1], [(ends[k], max(ends[k], ends[k + 1])) for k in range(len(ids))]
+
+
+def _overlapping(spans: Sequence[tuple[int, int]], lo: int, hi: int) -> list[int]:
+    return [k for k, (a, b) in enumerate(spans) if a < hi and b > lo and b > a]
+
+
+def split_completion(
+    text: str, spans: Sequence[tuple[int, int]], start: int
+) -> tuple[list[int] | None, list[int] | None, str | None]:
+    """Thought and answer positions of a completion whose tokens cover ``spans`` of ``text``.
+
+    ``start`` is the sequence position of the completion's first token. Thought = tokens
+    overlapping the characters strictly between ``<think>`` and the first ``</think>`` (if
+    the completion has no ``<think>``, e.g. the prompt opened it, from its first character);
+    answer = tokens overlapping the characters after ``</think>``; a token spanning a tag and
+    a neighbour belongs to the neighbour. Returns ``(thought, answer, reason)``; ``reason`` is
+    set when the bottleneck map is undefined (no ``</think>``, empty thought or empty answer).
+    """
+    if len(spans) == 0:
         return None, None, "empty completion"
-    close_at = find_subsequence(ids, close_ids)
+    close_at = text.find(THINK_CLOSE)
     if close_at < 0:
         return None, None, "no </think> in the completion (truncated?)"
-    open_at = find_subsequence(ids[:close_at], open_ids)
-    thought_from = open_at + len(open_ids) if open_at >= 0 else 0
-    thought = [start + i for i in range(thought_from, close_at)]
-    answer = [start + i for i in range(close_at + len(close_ids), len(ids))]
+    open_at = text.rfind(THINK_OPEN, 0, close_at)
+    thought_from = open_at + len(THINK_OPEN) if open_at >= 0 else 0
+    answer_from = close_at + len(THINK_CLOSE)
+    answer_tokens = _overlapping(spans, answer_from, len(text)) if text[answer_from:] else []
+    thought_tokens = [
+        k for k in _overlapping(spans, thought_from, close_at) if k not in set(answer_tokens)
+    ]
+    thought = [start + k for k in thought_tokens]
+    answer = [start + k for k in answer_tokens]
     if not thought:
         return thought, answer, "empty thought"
     if not answer:
@@ -123,13 +149,45 @@ def split_completion(
     return thought, answer, None
 
 
+def _segments(positions: Sequence[int]) -> list[list[int]]:
+    """Runs of consecutive positions."""
+    runs: list[list[int]] = []
+    for p in positions:
+        if runs and p == runs[-1][-1] + 1:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return runs
+
+
+def question_positions(
+    tokenizer, row: Sequence[int], lo: int, hi: int, question: str, excluded: set[int]
+) -> list[int] | None:
+    """Positions in ``[lo, hi)`` of the tokens that spell ``question``, or None if absent.
+
+    The question is looked up in the decoded text of each run of non-``excluded`` (e.g.
+    visual) tokens, last run first (:func:`token_offsets`): tokenised alone, a question can
+    differ from the same words in the prompt ("What" after a newline is not LLaMA's
+    "▁What"), so its token ids are not searched for.
+    """
+    if not question:
+        return None
+    kept = [p for p in range(lo, hi) if p not in excluded]
+    for run in reversed(_segments(kept)):
+        text, spans = token_offsets(tokenizer, [row[p] for p in run])
+        at = text.rfind(question)
+        if at >= 0:
+            return [run[k] for k in _overlapping(spans, at, at + len(question))]
+    return None
+
+
 def _prompt_text_positions(
-    row: list[int], prompt_from: int, prompt_to: int, visual: set[int], question_ids: list[int]
+    tokenizer, row: list[int], prompt_from: int, prompt_to: int, visual: set[int], question: str
 ) -> list[int]:
     """Positions of the question's tokens in the prompt, else every non-visual prompt token."""
-    at = find_subsequence(row[:prompt_to], question_ids, prompt_from) if question_ids else -1
-    if at >= 0:
-        return list(range(at, at + len(question_ids)))
+    found = question_positions(tokenizer, row, prompt_from, prompt_to, question, visual)
+    if found:
+        return found
     return [p for p in range(prompt_from, prompt_to) if p not in visual]
 
 
@@ -195,7 +253,6 @@ def prepare_batch(
         encoded = adapter.encode(processor, images, list(questions), list(completions))
     layouts = adapter.visual_layouts(encoded.inputs, model)
     tokenizer = processor.tokenizer
-    open_ids, close_ids = tag_ids(tokenizer, THINK_OPEN), tag_ids(tokenizer, THINK_CLOSE)
     end_tokens = _end_tokens(tokenizer)
     samples = []
     for b, layout in enumerate(layouts):
@@ -204,11 +261,11 @@ def prepare_batch(
         while c_to > c_from and row[c_to - 1] in end_tokens:
             c_to -= 1
         visual = [int(p) for p in layout.positions.tolist()]
-        question_ids = tag_ids(tokenizer, questions[b]) if questions[b] else []
         prompt_text = _prompt_text_positions(
-            row, encoded.prompt_start[b], c_from, set(visual), question_ids
+            tokenizer, row, encoded.prompt_start[b], c_from, set(visual), questions[b]
         )
-        thought, answer, reason = split_completion(row[c_from:c_to], c_from, open_ids, close_ids)
+        text, spans = token_offsets(tokenizer, row[c_from:c_to])
+        thought, answer, reason = split_completion(text, spans, c_from)
         samples.append(
             SampleTokens(
                 visual=visual,
@@ -227,6 +284,7 @@ def prepare_batch(
         image_sizes=[im.size for im in images],
         questions=list(questions),
         completions=list(completions),
+        views=[adapter.image_view(processor, im.size) for im in images],
     )
 
 

@@ -173,7 +173,7 @@ def run_explain(
     rows, overlays, scores = [], {}, {}
     for name, result in results.items():
         score = (
-            alignment_score(result.response_map, [box], picture.size)
+            alignment_score(result.response_map, [box], picture.size, result.view)
             if box and result.has_map
             else None
         )
@@ -181,7 +181,11 @@ def run_explain(
         rows.append(map_row(result, "explain-0", picture.size, question, completion, score))
         overlays[name] = str(
             save_overlay(
-                out_dir / f"{name}.png", picture, result.response_map, [box] if box else None
+                out_dir / f"{name}.png",
+                picture,
+                result.response_map,
+                [box] if box else None,
+                result.view,
             )
         )
     boxes = [box] if box else None

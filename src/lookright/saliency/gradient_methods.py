@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from lookright.saliency.attention_math import work_dtype
 from lookright.saliency.base import GradientMethod, GradientReducer, GradientTargets, register
 from lookright.saliency.batch import SaliencyBatch
 from lookright.saliency.gradient_pass import GradientForward
@@ -170,17 +171,24 @@ class AttentionGradient(GradientMethod):
 
 
 def glimpse_head_fusion(
-    probs: torch.Tensor, grads: torch.Tensor, head_temperature: float
+    probs: torch.Tensor,
+    grads: torch.Tensor,
+    head_temperature: float,
+    key_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GLIMPSE eqs. 5-8 for one layer: ``G = A * ReLU(grad)``, head weights, fused matrix.
 
-    ``probs (B, H, S, S)``, ``grads (c, B, H, S, S)``. Head weight
-    ``w_h = softmax_h(sum G[h] / sum ReLU(grad[h]) / tau_h)`` (eq. 6); fused ``sum_h w_h G[h]``
-    (eq. 8) row-normalised (rows without mass stay 0). Returns (row-normalised fused
-    ``(c, B, S, S)``, its L1 norm before normalisation ``(c, B)``, the layer's gradient
-    evidence of eq. 9).
+    ``probs (B, H, S, S)``, ``grads (c, B, H, S, S)``, ``key_mask (B, S)`` (1 = real token,
+    the batch's attention mask). Head weight ``w_h = softmax_h(sum G[h] / sum ReLU(grad[h]) /
+    tau_h)`` (eq. 6), both sums over the keys of real tokens: at a padding key A is 0 but
+    dz/dA is not, so summing it would make a sample's map depend on how much padding its
+    batch-mates impose. Fused ``sum_h w_h G[h]`` (eq. 8) row-normalised (rows without mass
+    stay 0). Returns (row-normalised fused ``(c, B, S, S)``, its L1 norm before normalisation
+    ``(c, B)``, the layer's gradient evidence of eq. 9).
     """
     positive = grads.clamp_min(0)
+    if key_mask is not None:
+        positive = positive * key_mask.to(positive.dtype)[None, :, None, None, :]
     weighted = probs[None] * positive
     score = weighted.sum(dim=(-1, -2)) / positive.sum(dim=(-1, -2)).clamp_min(TINY)
     head_weights = torch.softmax(score / head_temperature, dim=-1)
@@ -219,8 +227,11 @@ class _GlimpseReducer(_TokenCollector):
     def update(self, tokens, attention_grads, hidden_grad) -> None:
         method = self.method
         fused, masses = [], []
+        key_mask = self.batch.attention_mask
         for probs, grads in zip(self.attentions, attention_grads, strict=True):
-            matrix, mass = glimpse_head_fusion(probs.detach(), grads, method.head_temperature)
+            matrix, mass = glimpse_head_fusion(
+                probs.detach(), grads, method.head_temperature, key_mask
+            )
             fused.append(matrix)
             masses.append(mass)
         weights = glimpse_layer_weights(
@@ -355,6 +366,8 @@ class _GradCamReducer(_TokenCollector):
         self.hidden = forward.last_layer_input.detach()
 
     def update(self, tokens, attention_grads, hidden_grad) -> None:
+        # float32 at least: the channel weights average thousands of visual tokens' gradients
+        hidden_grad = hidden_grad.to(work_dtype(hidden_grad.dtype))
         maps = torch.zeros(
             hidden_grad.shape[:3], dtype=hidden_grad.dtype, device=hidden_grad.device
         )

@@ -1,6 +1,7 @@
 """PNG overlays of saliency maps (Pillow only, no matplotlib).
 
-The grid map is bilinearly upsampled to the image (:func:`lookright.eval.localisation.upsample_map`),
+The grid map is bilinearly upsampled onto the part of the image its grid covers (the
+processor's crop/pad, :func:`lookright.eval.localisation.upsample_map`),
 negative values are clipped, the map is scaled to [0, 1] by its maximum and coloured with a
 "jet"-like ramp whose opacity grows with the value, then alpha-blended over the image. Boxes
 (normalised ``[x1, y1, x2, y2]``, x by width, y by height) are drawn as rectangles.
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lookright.eval.localisation import upsample_map
+from lookright.models.geometry import ImageView
 
 # (value, R, G, B) stops of a jet-like colour ramp.
 _RAMP = np.array(
@@ -54,15 +56,17 @@ def overlay(
     boxes: Sequence[Sequence[float]] | None = None,
     max_alpha: float = 0.6,
     box_color: tuple[int, int, int] = (255, 255, 255),
+    view: ImageView | None = None,
 ) -> Image.Image:
     """The image with the heatmap blended over it and the box(es) drawn; RGB.
 
-    A missing map (``None``) gives the plain image (with boxes), so "no map" still renders.
+    ``view`` places the map's grid on the image (default: over all of it). A missing map
+    (``None``) gives the plain image (with boxes), so "no map" still renders.
     """
     base = image.convert("RGB")
     width, height = base.size
     if saliency_map is not None and np.asarray(saliency_map).size:
-        values = normalise_map(upsample_map(np.asarray(saliency_map), (width, height)))
+        values = normalise_map(upsample_map(np.asarray(saliency_map), (width, height), view))
         colours = colorize(values).astype(np.float64)
         alpha = (max_alpha * values)[..., None]
         blended = (1 - alpha) * np.asarray(base, dtype=np.float64) + alpha * colours
@@ -86,11 +90,12 @@ def save_overlay(
     image: Image.Image,
     saliency_map: np.ndarray | None,
     boxes: Sequence[Sequence[float]] | None = None,
+    view: ImageView | None = None,
 ) -> Path:
     """Render :func:`overlay` to a PNG file (parent folders are created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    overlay(image, saliency_map, boxes).save(path, format="PNG")
+    overlay(image, saliency_map, boxes, view=view).save(path, format="PNG")
     return path
 
 

@@ -1,7 +1,9 @@
 """Parquet storage of a run's saliency maps (one row per sample x method).
 
 Maps are stored flattened (row-major) as ``list<float32>`` with their ``height``/``width``;
-per-token maps as one flattened ``(n_tokens, height, width)`` list. A sample without a map
+per-token maps as one flattened ``(n_tokens, height, width)`` list; ``view`` is the part of the
+image the grid covers (``[x0, y0, x1, y1]`` normalised, the processor's crop/pad; null = the
+whole image, as in files written before it existed). A sample without a map
 ("no map") has a null ``map`` and its ``reason``. Files are written atomically
 (:func:`lookright.io.atomic_write_table`).
 """
@@ -17,7 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lookright.io import atomic_write_table, read_table
+from lookright.io import SchemaError, atomic_write_table, read_table
+from lookright.models.geometry import ImageView
 from lookright.saliency.types import SaliencyResult
 
 MAP_SCHEMA = pa.schema(
@@ -41,6 +44,7 @@ MAP_SCHEMA = pa.schema(
         pa.field("completion", pa.string()),
         pa.field("alignment", pa.float64()),
         pa.field("extras", pa.string()),
+        pa.field("view", pa.list_(pa.float64())),
     ]
 )
 
@@ -81,6 +85,7 @@ def map_row(
         "completion": completion,
         "alignment": alignment,
         "extras": json.dumps(result.extras) if result.extras else None,
+        "view": None if result.view.is_full else result.view.as_list(),
     }
 
 
@@ -97,8 +102,16 @@ def write_maps(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) 
 
 
 def read_maps(path: str | os.PathLike[str]) -> pa.Table:
-    """Read a maps file, checking it has every column of :data:`MAP_SCHEMA`."""
-    return read_table(path, MAP_SCHEMA)
+    """Read a maps file, checking it has every column of :data:`MAP_SCHEMA` (a file written
+    before ``view`` existed gets a null ``view``: the whole image)."""
+    table = read_table(path)
+    if "view" not in table.column_names:
+        view_type = MAP_SCHEMA.field("view").type
+        table = table.append_column("view", pa.nulls(table.num_rows, view_type))
+    missing = [name for name in MAP_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise SchemaError(f"{path}: missing column(s) {missing}; expected {MAP_SCHEMA.names}")
+    return table.select(MAP_SCHEMA.names).cast(MAP_SCHEMA)
 
 
 def result_from_row(row: Mapping[str, Any]) -> SaliencyResult:
@@ -125,4 +138,5 @@ def result_from_row(row: Mapping[str, Any]) -> SaliencyResult:
         prompt_token_ids=row.get("prompt_token_ids"),
         reason=row.get("reason"),
         extras=json.loads(row["extras"]) if row.get("extras") else {},
+        view=ImageView.from_list(row.get("view")),
     )

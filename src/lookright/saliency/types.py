@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from lookright.models.geometry import FULL_VIEW, ImageView
+
 
 @dataclass
 class SaliencyResult:
@@ -36,6 +38,8 @@ class SaliencyResult:
         prompt_token_ids: ids of those prompt tokens.
         reason: why ``response_map`` is ``None``.
         extras: method-specific diagnostics (JSON-serialisable scalars/lists).
+        view: the part of the image the grid covers (the processor's crop/pad; set by
+            :func:`lookright.saliency.api.run_methods` from the sample's processor geometry).
     """
 
     method: str
@@ -49,6 +53,7 @@ class SaliencyResult:
     prompt_token_ids: list[int] | None = None
     reason: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    view: ImageView = FULL_VIEW
 
     @property
     def has_map(self) -> bool:
@@ -57,10 +62,13 @@ class SaliencyResult:
         return m is not None and m.size > 0 and bool(np.isfinite(m).all()) and float(m.sum()) > 0
 
     def upsampled(self, image_size: tuple[int, int]) -> np.ndarray | None:
-        """The response map bilinearly upsampled to ``image_size = (width, height)`` pixels."""
+        """The response map on the image's ``image_size = (width, height)`` pixels (bilinear,
+        placed by :attr:`view`; pixels the grid does not cover are 0)."""
         from lookright.eval.localisation import upsample_map
 
-        return None if self.response_map is None else upsample_map(self.response_map, image_size)
+        if self.response_map is None:
+            return None
+        return upsample_map(self.response_map, image_size, self.view)
 
 
 def no_map(method: str, grid: tuple[int, int], reason: str, **kwargs: Any) -> SaliencyResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
 import warnings
@@ -239,6 +240,77 @@ def require_gate_rows(stage: str, minimum: float, n_val: int, selection: str) ->
             f"({selection}); carve a val split from a reader entry with data.real[k].val "
             f"(a fraction or a count), or set {stage}.min_accuracy: 0"
         )
+
+
+def language_model_targets(
+    model: torch.nn.Module, adapter: VLMAdapter, names: Sequence[str]
+) -> str:
+    """PEFT ``target_modules`` regex: the modules called ``names`` INSIDE the language model.
+
+    LoRA matches ``target_modules`` given as a list by the last part of a module's name, and
+    the vision encoders use the same names (Qwen2.5-VL's vision MLP has ``gate/up/down_proj``,
+    LLaVA's CLIP attention ``q/k/v_proj``): adapters would go into the encoder, train it
+    despite ``freeze_vision`` and be merged into the saved model. A string is matched by PEFT
+    against the FULL module name (``re.fullmatch``), so the regex is anchored at the language
+    model's own path (``model.language_model.`` for every supported family). Raises
+    ``ValueError`` when no module of the language model has one of the names.
+    """
+    prefix = next(
+        (name for name, module in model.named_modules() if module is adapter.text_model(model)),
+        None,
+    )
+    if prefix is None:
+        raise ValueError(f"{type(model).__name__}: the language model is not one of its modules")
+    alternatives = "|".join(re.escape(n) for n in names)
+    pattern = rf"{re.escape(prefix)}\.(?:.*\.)?(?:{alternatives})"
+    if not any(re.fullmatch(pattern, name) for name, _ in model.named_modules()):
+        raise ValueError(
+            f"lora.target_modules {list(names)}: no module of the language model "
+            f"({prefix}) has one of these names"
+        )
+    return pattern
+
+
+def lora_config(lora: Any, model: torch.nn.Module, adapter: VLMAdapter) -> Any:
+    """The PEFT LoRA config of a ``lora`` section (sft.lora / grpo.lora), or None if disabled.
+
+    Adapters go into the language model only (:func:`language_model_targets`).
+    """
+    from peft import LoraConfig
+
+    if not lora.enabled:
+        return None
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=language_model_targets(model, adapter, lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+HALF_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def master_weights(model: torch.nn.Module, trains_base_weights: bool) -> torch.dtype:
+    """Train a half-precision checkpoint's own weights in float32; returns the checkpoint's dtype.
+
+    Real checkpoints load in bf16/fp16 (``torch_dtype``). AdamW applied to half-precision
+    weights loses every update smaller than half a unit in the last place (bf16: about
+    weight * 2^-9): at a fine-tuning learning rate of 1e-5 most weights never move, silently.
+    Full fine-tuning therefore upcasts to float32 master weights (on a GPU the trainer's
+    ``bf16`` autocast still computes in bf16); LoRA keeps the frozen base in half precision
+    (PEFT creates the adapters in float32). Save with :func:`restore_dtype`.
+    """
+    dtype = next(model.parameters()).dtype
+    if trains_base_weights and dtype in HALF_PRECISION:
+        model.float()
+    return dtype
+
+
+def restore_dtype(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """The trained model back in the checkpoint's dtype (saved like the checkpoint it came from)."""
+    return model.to(dtype)
 
 
 def freeze_vision_encoder(model: torch.nn.Module, adapter: VLMAdapter) -> int:

@@ -71,6 +71,9 @@ from lookright.train.common import (
     NonFiniteLossError,
     checkpoint_step,
     greedy_answers,
+    lora_config,
+    master_weights,
+    restore_dtype,
     resumable_checkpoint,
     run_arguments,
     train_or_restore,
@@ -482,21 +485,6 @@ def grpo_args(cfg: GrpoConfig, output_dir: Path, weights: list[float]):
     )
 
 
-def lora_config(section: GrpoSection):
-    from peft import LoraConfig
-
-    lora = section.lora
-    if not lora.enabled:
-        return None
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
-
-
 @dataclass
 class GrpoSetup:
     """Everything :func:`run_grpo` builds before training (exposed for tests/benchmarks)."""
@@ -519,8 +507,12 @@ def build_trainer(
     callbacks: list | None = None,
 ) -> GrpoSetup:
     """The GRPO trainer of one reward set, its rewards bound to the trained policy."""
+    from lookright.models.base import adapter_for
+
     section = cfg.grpo
     weights = check_grpo_config(cfg)
+    adapter = adapter_for(model)
+    adapter.configure_processor(processor)
     if section.monitor_alignment and "saliency_alignment" not in weights:
         weights["saliency_alignment"] = 0.0  # logged, not rewarded
     policy = Policy(None, processor)
@@ -533,7 +525,7 @@ def build_trainer(
         args=grpo_args(cfg, out_dir / "checkpoints", values),
         train_dataset=dataset,
         processing_class=processor,
-        peft_config=lora_config(section),
+        peft_config=lora_config(section.lora, model, adapter),
         callbacks=callbacks or [],
     )
     policy.bind_trainer(trainer)
@@ -551,6 +543,7 @@ def run_grpo(
     out_dir = Path(out_dir)
     family = None if (Path(base) / "config.json").is_file() else cfg.model.family
     loaded = load_model(base, family=family)
+    checkpoint_dtype = master_weights(loaded.model, trains_base_weights=not section.lora.enabled)
     train = grpo_prompts(data_dir, section)
     setup = build_trainer(
         cfg,
@@ -580,6 +573,7 @@ def run_grpo(
     trained = trainer.model
     if section.lora.enabled:
         trained = trained.merge_and_unload()
+    trained = restore_dtype(trained, checkpoint_dtype)
     model_dir = out_dir / "model"
     trained.save_pretrained(model_dir)
     loaded.processor.save_pretrained(model_dir)
@@ -651,7 +645,7 @@ def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir)
         )[method]
         for k, result in zip(chunk, maps, strict=True):
             if result.has_map:
-                score = alignment_score(result.response_map, rows[k]["boxes"])
+                score = alignment_score(result.response_map, rows[k]["boxes"], view=result.view)
                 if score is not None:
                     scores.append(score)
     records = [

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peft import LoraConfig
 from trl import SFTConfig
 
 from lookright.config import ConfigError, SftConfig
@@ -31,7 +30,10 @@ from lookright.train.common import (
     checkpoint_step,
     freeze_vision_encoder,
     greedy_answers,
+    lora_config,
+    master_weights,
     require_gate_rows,
+    restore_dtype,
     resumable_checkpoint,
     run_arguments,
     train_or_restore,
@@ -50,19 +52,6 @@ def sft_target(row: dict) -> str:
     return row["cot"] or row["answer"]
 
 
-def lora_config(cfg: SftConfig) -> LoraConfig | None:
-    lora = cfg.sft.lora
-    if not lora.enabled:
-        return None
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
-
-
 def run_sft(
     cfg: SftConfig, base: str, data_dir: str | Path, out_dir: str | Path, run: Any
 ) -> dict[str, Any]:
@@ -70,6 +59,7 @@ def run_sft(
     out_dir = Path(out_dir)
     loaded = load_model(base, family=cfg.model.family if cfg.model.base != "pretrain" else None)
     model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
+    checkpoint_dtype = master_weights(model, trains_base_weights=not section.lora.enabled)
     if section.freeze_vision:
         freeze_vision_encoder(model, adapter)
     role = STAGE_ROLE["sft"]
@@ -104,7 +94,7 @@ def run_sft(
         args=args,
         train_dataset=dataset,
         processing_class=processor,
-        peft_config=lora_config(cfg),
+        peft_config=lora_config(section.lora, model, adapter),
         callbacks=[MlflowStepLogger(run)],
     )
     resume = resumable_checkpoint(checkpoints, cfg, [base, Path(data_dir) / "samples.parquet"])
@@ -116,6 +106,7 @@ def run_sft(
     trained = trainer.model
     if section.lora.enabled:
         trained = trained.merge_and_unload()
+    trained = restore_dtype(trained, checkpoint_dtype)
     model_dir = out_dir / "model"
     trained.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
