@@ -104,6 +104,12 @@ class NullStageRun:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         pass
 
+    def log_input_table(self, path: str | Path, name: str, context: str) -> None:
+        pass
+
+    def log_table(self, frame: Any, artifact_file: str) -> None:
+        pass
+
     def last_step(self, name: str) -> int | None:
         return None
 
