@@ -52,17 +52,16 @@ from lookright.models import get_adapter  # noqa: E402
 from lookright.models.base import TinySize  # noqa: E402
 from lookright.models.tokenizer import train_tokenizer  # noqa: E402
 from lookright.rewards import Policy, RewardFunction  # noqa: E402
-from lookright.saliency.batch import tag_ids  # noqa: E402
+from lookright.stages.grpo import GrpoConfig  # noqa: E402
+from lookright.train.common import lora_config  # noqa: E402
 from lookright.train.grpo import (  # noqa: E402
-    GrpoConfig,
     RegionAttentionOptions,
     SaliencyAlignmentOptions,
-    _trainer_class,
     build_reward,
     grpo_args,
     grpo_dataset,
-    lora_config,
 )
+from lookright.train.grpo.trainer import _trainer_class  # noqa: E402
 
 TEXTS = [
     "What color is the circle?",
@@ -121,6 +120,11 @@ class StepTimer(TrainerCallback):
         _sync(self.device)
         elapsed = time.perf_counter() - self._started
         self.times.append((state.global_step - 1, self.switch.kind, elapsed))
+
+
+def _tag_ids(tokenizer, tag: str) -> list[int]:
+    """The token ids of a tag on its own (the tiny tokenizers have one token per tag)."""
+    return tokenizer(tag, add_special_tokens=False)["input_ids"]
 
 
 def schedule(warmup: int, rounds: int) -> list[str]:
@@ -204,8 +208,8 @@ def run(args) -> dict[str, Any]:
     options.region_attention = RegionAttentionOptions(batch_size=completions_per_step)
     switch = Switchable(
         {n: build_reward(n, options, policy) for n in KINDS[1:]},
-        tag_ids(tokenizer, "<think>"),
-        tag_ids(tokenizer, "</think>"),
+        _tag_ids(tokenizer, "<think>"),
+        _tag_ids(tokenizer, "</think>"),
     )
     reserved = [
         int(i)
@@ -222,7 +226,7 @@ def run(args) -> dict[str, Any]:
     # rollouts decodable
     reserved += list(range(len(tokenizer), model.get_output_embeddings().weight.shape[0]))
     with tempfile.TemporaryDirectory() as folder:
-        training = grpo_args(cfg, Path(folder), [1.0, 1.0, 1.0])
+        training = grpo_args(cfg.grpo, cfg.seed, Path(folder), [1.0, 1.0, 1.0])
         training.generation_kwargs = {
             "min_new_tokens": shape["new_tokens"],
             "suppress_tokens": reserved,
@@ -240,7 +244,7 @@ def run(args) -> dict[str, Any]:
             args=training,
             train_dataset=dataset(max(8, shape["prompts"] * 4), shape["image_size"]),
             processing_class=processor,
-            peft_config=lora_config(cfg.grpo),
+            peft_config=lora_config(cfg.grpo.lora, model, adapter),
             callbacks=[timer],
         )
         policy.bind_trainer(trainer)

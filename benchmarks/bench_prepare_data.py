@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 OUTPUTS = ("images.parquet", "samples.parquet", "rejected.parquet")
 CHILD = """
 import json, sys
-from lookright.config import PrepareDataConfig, load_stage_config
+from lookright.config import load_stage_config
+from lookright.stages.prepare_data import PrepareDataConfig
 from lookright.data.prepare import prepare
 section = load_stage_config(PrepareDataConfig, json.loads(sys.argv[1])).data
 summary = prepare(section, sys.argv[2])

@@ -55,7 +55,7 @@ from lookright.models.qwen import Qwen25VLAdapter, _tiny_image_processor
 from lookright.models.tokenizer import QWEN_FORMAT, train_tokenizer
 from lookright.saliency import available_methods, get_method, run_methods
 from lookright.saliency.base import METHODS, GradientMethod
-from lookright.saliency.batch import prepare_batch, tag_ids
+from lookright.saliency.batch import prepare_batch
 
 TEXTS = [
     "What color is the circle?",
@@ -78,6 +78,11 @@ SHAPES: dict[str, dict[str, Any]] = {
 
 
 # -- models -----------------------------------------------------------------------------------
+
+
+def _tag_ids(tokenizer, tag: str) -> list[int]:
+    """The token ids of a tag on its own (the tiny tokenizers have one token per tag)."""
+    return tokenizer(tag, add_special_tokens=False)["input_ids"]
 
 
 def build_tiny(family: str, image_size: int, device: str):
@@ -210,7 +215,7 @@ def suppressed_ids(model, processor) -> list[int]:
     ):
         ids.add(getattr(config, name, None))
     for tag in ("<think>", "</think>"):
-        ids.update(tag_ids(tokenizer, tag))
+        ids.update(_tag_ids(tokenizer, tag))
     return sorted(i for i in ids if i is not None)
 
 
@@ -228,7 +233,7 @@ def generate(model, inputs, new_tokens: int, suppress: list[int], **extra):
 
 def with_think_tags(generated: torch.Tensor, tokenizer, answer_tokens: int = 6) -> list[list[int]]:
     """Rollout ids with ``<think>`` first and ``</think>`` ``answer_tokens`` before the end."""
-    open_ids, close_ids = tag_ids(tokenizer, "<think>"), tag_ids(tokenizer, "</think>")
+    open_ids, close_ids = _tag_ids(tokenizer, "<think>"), _tag_ids(tokenizer, "</think>")
     completions = []
     for row in generated.tolist():
         ids = list(row)

@@ -5,7 +5,7 @@ the test prompts, and each strategy's paired difference to greedy on the same pr
 
 Decoding is deterministic for greedy/beam/locore, so seeds give no spread; the uncertainty
 is which prompts were drawn. Reads ``decode/<model>/<source>/<strategy>/answers.parquet``
-(POPE answers, parsed with :func:`lookright.eval.pope.parse_yes_no`) and
+(POPE answers, parsed with :func:`lookright.metrics.pope.parse_yes_no`) and
 ``eval/<model>/<source>/<strategy>/captions.parquet`` (per-caption CHAIR counts); resamples
 prompts with replacement (2000 times, numpy rng seed 0) and prints Markdown.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from lookright.eval.pope import parse_yes_no
+from lookright.metrics.pope import parse_yes_no
 
 RESAMPLES = 2000
 

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lookright.eval.accuracy import exact_match, extract_answer
-from lookright.eval.localisation import alignment_score
+from lookright.completion import final_answer
+from lookright.metrics.accuracy import exact_match
+from lookright.metrics.localisation import alignment_score
 from lookright.models.base import load_model
 from lookright.saliency.api import explain_batch
 from lookright.train.common import greedy_answers
@@ -81,7 +82,7 @@ def occlusion(loaded, row: dict, grid: tuple[int, int], max_new_tokens: int) -> 
     texts = loaded.processor.tokenizer.batch_decode(
         output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
     )
-    answers = [extract_answer(t) for t in texts]
+    answers = [final_answer(t) for t in texts]
     return [k for k, a in enumerate(answers[1:]) if a != answers[0]]
 
 
@@ -163,7 +164,7 @@ def main() -> None:
         "accuracy": float(
             np.mean(
                 [
-                    exact_match(extract_answer(c), r["answer"])
+                    exact_match(final_answer(c), r["answer"])
                     for c, r in zip(completions, rows, strict=True)
                 ]
             )

@@ -157,12 +157,12 @@ def provenance(runs: list[Path]) -> str:
     cpu = _cpu_name()
     for index, results in enumerate(runs):
         found = mlflow_runs(results)
-        report = next(r for r in found if r.data.tags.get("lookright.stage") == "report")
+        report = next(r for r in found if r.data.tags.get("lookright.stages.base") == "report")
         commits = sorted({r.data.tags.get("lookright.git_commit", "?")[:7] for r in found})
         seed = json.loads(
-            next(r for r in found if r.data.tags.get("lookright.stage") == "sft").data.params.get(
-                "seed", "null"
-            )
+            next(
+                r for r in found if r.data.tags.get("lookright.stages.base") == "sft"
+            ).data.params.get("seed", "null")
         )
         lines.append(
             f"- seed {index}: `{results}/` (config seed {seed}), code {', '.join(commits)}, "

@@ -24,8 +24,8 @@ rule decode:
         gpu=lambda wc: config["resources"].get("decode_gpus", 0),
     params:
         debug=get_debug_flags("decode"),
-        cfg=lambda wc: decode_branch_config(wc.model, wc.strategy),
-        code=code_fingerprint(*DECODE_CODE),
+        cfg=lambda wc: branches.decode_config(config, wc.model, wc.strategy),
+        code=stage_code("decode"),
         model_dir=decode_model_dir,
         upstream=decode_upstream,
         out=subpath(output.answers, parent=True),

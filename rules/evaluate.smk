@@ -27,8 +27,8 @@ rule evaluate_saliency:
         gpu=lambda wc: config["resources"].get("decode_gpus", 0),
     params:
         debug=get_debug_flags("evaluate_saliency"),
-        cfg=lambda wc: evaluate_saliency_config(wc.model),
-        code=code_fingerprint(*EVALUATE_SALIENCY_CODE),
+        cfg=lambda wc: branches.evaluate_saliency_config(config, wc.model),
+        code=stage_code("evaluate_saliency"),
         model_dir=decode_model_dir,
         upstream=decode_upstream,
         ablation=ablation_params,
@@ -69,8 +69,8 @@ rule evaluate_answers:
         runtime=30,
     params:
         debug=get_debug_flags("evaluate_answers"),
-        cfg=lambda wc: evaluate_answers_config(wc.model),
-        code=code_fingerprint(*EVALUATE_ANSWERS_CODE),
+        cfg=lambda wc: branches.evaluate_answers_config(config, wc.model),
+        code=stage_code("evaluate_answers"),
         ablation=ablation_params,
         out=subpath(output.metrics, parent=True),
         data=subpath(input.samples, parent=True),

@@ -25,8 +25,10 @@ rule grpo:
         gpu=lambda wc: config["resources"]["train_gpus"],
     params:
         debug=get_debug_flags("grpo"),
-        cfg=lambda wc: grpo_stage_config(wc.model, wc.reward_set),
-        code=lambda wc: grpo_code(wc.reward_set),
+        cfg=lambda wc: branches.grpo_config(config, wc.model, wc.reward_set),
+        code=lambda wc: stage_code(
+            "grpo", *branches.grpo_modules(config, wc.reward_set)
+        ),
         out=subpath(output.metrics, parent=True),
         data=subpath(input.samples, parent=True),
         base=subpath(input.base, parent=True),

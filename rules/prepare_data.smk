@@ -17,7 +17,7 @@ rule prepare_data:
     params:
         debug=get_debug_flags("prepare_data"),
         cfg=stage_config("data"),
-        code=code_fingerprint(*CORE_CODE, "data"),
+        code=stage_code("prepare_data"),
         out=subpath(output.summary, parent=True),
         # outside the outputs: a failed job's outputs are deleted, this copy stays
         keep_rejected=f"{LOGS}/prepare_data.rejected.parquet",

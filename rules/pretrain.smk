@@ -21,7 +21,7 @@ rule pretrain:
     params:
         debug=get_debug_flags("pretrain"),
         cfg=lambda wc: stage_config_for_model(wc.model, "pretrain"),
-        code=code_fingerprint(*TRAIN_CODE, "train/pretrain"),
+        code=stage_code("pretrain"),
         out=subpath(output.metrics, parent=True),
         data=subpath(input.samples, parent=True),
     shell:

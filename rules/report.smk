@@ -1,11 +1,7 @@
 rule report:
     input:
         evaluations=get_evaluate_outputs(),
-        grpo=lambda wc: [
-            f"{RESULTS}/grpo/{model}/{reward_set}/samples.parquet"
-            for model in get_run_models()
-            for reward_set in get_reward_sets()
-        ],
+        grpo=get_grpo_samples(),
         images=rules.prepare_data.output.images,
     output:
         html=report(
@@ -42,12 +38,15 @@ rule report:
     params:
         debug=get_debug_flags("report"),
         cfg=stage_config("report"),
-        code=code_fingerprint(*CORE_CODE, "report"),
+        code=stage_code("report"),
         out=subpath(output.html, parent=True),
         data=subpath(input.images, parent=True),
-        eval_dir=lambda wc: f"{RESULTS}/eval",  # every evaluation folder (inputs above)
-        grpo_dir=lambda wc: f"{RESULTS}/grpo",
+        # exactly the folders and files declared as inputs above
+        evaluations=" ".join(
+            f"--evaluation {shlex.quote(f)}" for f in get_evaluation_folders()
+        ),
+        grpo=" ".join(f"--grpo-samples {shlex.quote(f)}" for f in get_grpo_samples()),
     shell:
-        "lookright report --config-json {params.cfg:q} --eval-dir {params.eval_dir:q}"
-        " --grpo-dir {params.grpo_dir:q} --data {params.data} --out {params.out:q}"
+        "lookright report --config-json {params.cfg:q} {params.evaluations}"
+        " {params.grpo} --data {params.data} --out {params.out:q}"
         " --tag snakemake.rule=report {params.debug} > {log:q} 2>&1"

@@ -21,14 +21,7 @@ rule sft:
     params:
         debug=get_debug_flags("sft"),
         cfg=lambda wc: stage_config_for_model(wc.model, "sft"),
-        code=code_fingerprint(
-            *TRAIN_CODE,
-            "train/sft",
-            "rewards/__init__",
-            "rewards/base",
-            "rewards/format",
-            "rewards/accuracy",
-        ),
+        code=stage_code("sft"),
         base=get_base_argument,
         base_run=lambda wc: get_base_run(wc),
         out=subpath(output.metrics, parent=True),

@@ -11,15 +11,10 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
-from lookright.config import (
-    ConfigError,
-    PrepareDataConfig,
-    PretrainConfig,
-    SftConfig,
-    config_hash,
-    load_stage_config,
-    to_dict,
-)
+from lookright.config import ConfigError, config_hash, load_stage_config, to_dict
+from lookright.stages.prepare_data import PrepareDataConfig
+from lookright.stages.pretrain import PretrainConfig
+from lookright.stages.sft import SftConfig
 from lookright.tracking import config_hash as tracking_config_hash
 
 REPO = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 
 from lookright.cli import main
 from lookright.decoding.params import STRATEGIES
-from lookright.eval.localisation import alignment_score
+from lookright.metrics.localisation import alignment_score
 from lookright.models import load_model
 from lookright.models.geometry import ImageView
 from lookright.models.real_geometry import FAMILIES, build_checkpoint

@@ -7,7 +7,6 @@ of 4 completions.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -21,7 +20,7 @@ from mlflow import MlflowClient
 from lookright import tracking
 from lookright.cli import main
 from lookright.models import get_adapter, load_model
-from lookright.train import grpo as grpo_module
+from lookright.stages import grpo as grpo_module
 
 pytestmark = pytest.mark.slow  # real (tiny) trainings, ~1-2 min for the module
 
@@ -47,25 +46,8 @@ GRPO = {
 
 
 def grpo_cli(argv: list[str]) -> int:
-    """``lookright grpo ...``: through cli.main once it is wired, else the same arguments."""
-    from lookright import cli
-    from lookright.config import ConfigError
-    from lookright.train.grpo import add_grpo_arguments, grpo_main
-
-    actions = cli.build_parser()._actions
-    commands = next(a for a in actions if isinstance(a, argparse._SubParsersAction)).choices
-    if "grpo" in commands:
-        return main(["grpo", *argv])
-    parser = argparse.ArgumentParser(prog="lookright")
-    sub = parser.add_subparsers(dest="command", required=True)
-    stage = cli._stage_parser(sub, "grpo", "GRPO")
-    add_grpo_arguments(stage)
-    args = parser.parse_args(["grpo", *argv])
-    try:
-        return grpo_main(args)
-    except ConfigError as error:  # as cli.main does
-        print(f"lookright grpo: error: {error}", file=sys.stderr)
-        return 2
+    """``lookright grpo ...`` through the CLI's entry point."""
+    return main(["grpo", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -320,7 +302,7 @@ def test_non_finite_reward_or_loss_stops_and_keeps_last_checkpoint(
     assert grpo_cli(_args(pipeline, out, "acc+fmt", steps=4)) == 1
     error = capsys.readouterr().err
     expected = "reward 'format' is nan" if where == "reward" else "non-finite GRPO loss nan"
-    assert f"lookright grpo: error: {expected}" in error
+    assert f"lookright grpo: failed: {expected}" in error
     assert "last good checkpoint" in error
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
     assert not (out / "model").exists() and not (out / "run.json").exists()
@@ -383,8 +365,9 @@ REAL = Path(__file__).parent / "fixtures" / "real"
 
 
 def _real_data(tmp_path: Path, llava_roles: list[str]) -> Path:
-    from lookright.config import PrepareDataConfig, load_stage_config
+    from lookright.config import load_stage_config
     from lookright.data.prepare import prepare
+    from lookright.stages.prepare_data import PrepareDataConfig
 
     real = [
         {

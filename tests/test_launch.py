@@ -21,7 +21,7 @@ import pytest
 
 from lookright import launch, tracking
 from lookright.launch import NullStageRun, is_main_process, training_command, training_env
-from lookright.stage import stage_execution
+from lookright.stages.base import stage_execution
 
 STAGE_ARGS = ["--config-json", '{"sft": {"steps": 2}}', "--out", "results/sft/m"]
 ACCELERATE = ["accelerate", "launch", "--multi_gpu"]

@@ -11,12 +11,13 @@ import pytest
 from mlflow import MlflowClient
 
 from lookright.cli import main
-from lookright.config import ConfigError, PrepareDataConfig, load_stage_config
+from lookright.config import ConfigError, load_stage_config
 from lookright.data.prepare import READERS, prepare
 from lookright.data.schema import IMAGES, REJECTED, SAMPLES
 from lookright.data.shapes import generate
 from lookright.data.validate import TooManyRejected
 from lookright.io import atomic_write_table, read_table, rows_to_table
+from lookright.stages.prepare_data import PrepareDataConfig
 
 REAL = Path(__file__).parent / "fixtures" / "real"
 IMG = REAL / "images"
@@ -59,9 +60,7 @@ def test_shapes_source_writes_all_tables(tmp_path):
     assert images.schema.equals(IMAGES) and samples.schema.equals(SAMPLES)
     assert rejected.num_rows == 0 and rejected.schema.equals(REJECTED)
 
-    from lookright.data.prepare import shapes_config
-
-    expected_images, expected_samples = generate(shapes_config(_section(shapes=SHAPES)))
+    expected_images, expected_samples = generate(_section(shapes=SHAPES).shapes)
     assert images.column("image_id").to_pylist() == [r["image_id"] for r in expected_images]
     assert images.column("image_bytes").to_pylist() == [r["image_bytes"] for r in expected_images]
     assert samples.column("sample_id").to_pylist() == [s["sample_id"] for s in expected_samples]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lookright.config import PrepareDataConfig, load_stage_config
+from lookright.config import load_stage_config
 from lookright.data.prepare import prepare
 from lookright.data.subsample import (
     equal_shares,
@@ -16,6 +16,7 @@ from lookright.data.subsample import (
     stratified_indices,
     stratum_counts,
 )
+from lookright.stages.prepare_data import PrepareDataConfig
 from lookright.train.datasets import load_subsample
 
 REAL = Path(__file__).parent / "fixtures" / "real"
@@ -131,7 +132,7 @@ def test_load_subsample_reads_stratified_rows_of_prepared_data(tmp_path):
 def test_evaluate_scores_every_source(tmp_path):
     """evaluate.max_samples took the first N test VQA rows by id: saliency-r1-8k's sort
     before vqa-hat's, so NSS (VQA-HAT only) was never computed."""
-    from lookright.eval.saliency_stage import load_vqa_samples
+    from lookright.stages.evaluate_saliency import load_vqa_samples
 
     real = [
         {

@@ -89,7 +89,7 @@ def test_run_is_readable_back(uri: str, tmp_path: Path) -> None:
     assert got.data.params["extra.seed"] == "3"
     assert len(got.data.params["long"]) == 6000
     tags = got.data.tags
-    assert tags["lookright.stage"] == "evaluate"
+    assert tags["lookright.stages.base"] == "evaluate"
     assert tags["lookright.config_hash"] == tracking.config_hash(CONFIG)
     assert tags["lookright.git_commit"]
     assert tags["lookright.upstream.train"] == "abc123"
@@ -283,7 +283,7 @@ def test_input_tables_are_logged_as_datasets(uri: str, tmp_path: Path) -> None:
 
 
 def test_branch_run_names_say_the_branch(tmp_path: Path) -> None:
-    from lookright.stage import branch_run_name
+    from lookright.stages.base import branch_run_name
 
     tags = {"snakemake.wildcards": "model=tiny-qwen2.5-vl,source=grpo-acc+fmt,strategy=sgrs"}
     assert branch_run_name("decode", tags, tmp_path) == "decode tiny-qwen2.5-vl/grpo-acc+fmt/sgrs"

@@ -20,9 +20,9 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 from lookright import tracking
 from lookright.cli import main
 from lookright.config import GateError
-from lookright.eval.accuracy import accuracy, exact_match
+from lookright.metrics.accuracy import accuracy, exact_match
 from lookright.models import get_adapter, load_model
-from lookright.train import sft as sft_module
+from lookright.stages import sft as sft_module
 from lookright.train.common import (
     PREDICTIONS,
     MlflowStepLogger,
@@ -139,7 +139,7 @@ def test_pretrain_mlflow_run(pipeline, smoke_config):
     assert params["pretrain.tiny.text_hidden"] == "32"
     assert params["model.family"] == "qwen2_5_vl" and params["model.name"] == "tiny"
     assert int(params["n_parameters"]) > int(params["n_trainable"]) > 0
-    assert tags["lookright.stage"] == "pretrain"
+    assert tags["lookright.stages.base"] == "pretrain"
     assert tags["lookright.config_hash"] == record["config_hash"]
     assert tags["lookright.upstream.prepare_data"] == _run_json(data)["run_id"]
     assert tags["lookright.run_key"] == f"pretrain:{out.resolve()}"
@@ -159,7 +159,7 @@ def test_pretrain_mlflow_run(pipeline, smoke_config):
 
     data_run = client.get_run(_run_json(data)["run_id"])
     assert data_run.info.status == "FINISHED"
-    assert data_run.data.tags["lookright.stage"] == "prepare_data"
+    assert data_run.data.tags["lookright.stages.base"] == "prepare_data"
     assert data_run.data.metrics["n_images"] == sum(
         smoke_config["data"]["shapes"][f"n_{s}"] for s in ("train", "val", "test")
     )
@@ -357,7 +357,8 @@ def test_non_finite_loss_stops_training_and_fails_the_run(tmp_path, env):
 
 def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
     """A rule rerun with changed params must not resume the old run's weights."""
-    from lookright.config import SftConfig, load_stage_config
+    from lookright.config import load_stage_config
+    from lookright.stages.sft import SftConfig
     from lookright.train.common import CONFIG_MARKER, resumable_checkpoint
 
     first = load_stage_config(SftConfig, {"sft": {"steps": 10}})
@@ -380,7 +381,8 @@ def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
 
 def test_checkpoints_of_another_base_model_are_not_resumed(tmp_path):
     """A GRPO/SFT rerun on a retrained base must not resume adapters trained on the old one."""
-    from lookright.config import SftConfig, load_stage_config
+    from lookright.config import load_stage_config
+    from lookright.stages.sft import SftConfig
     from lookright.train.common import resumable_checkpoint
 
     cfg = load_stage_config(SftConfig, {"sft": {"steps": 10}})

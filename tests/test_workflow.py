@@ -39,7 +39,7 @@ def test_smoke_dag_produces_tables_checkpoints_and_runs(finished_workflow: Path)
     client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("lookright")
     runs = client.search_runs([experiment.experiment_id])
-    by_stage = {r.data.tags["lookright.stage"]: r for r in runs}
+    by_stage = {r.data.tags["lookright.stages.base"]: r for r in runs}
     assert set(by_stage) == {
         "prepare_data",
         "pretrain",

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lookright.data.shapes_config import ShapesConfig
+
 T = TypeVar("T")
 
 
@@ -24,7 +26,12 @@ class ConfigError(ValueError):
     """A stage configuration is invalid; the message names the key and what is valid."""
 
 
-class GateError(RuntimeError):
+class StageFailure(RuntimeError):
+    """A stage ran and stopped on a check of its own (its outputs so far are kept, its MLflow
+    run is FAILED); the CLI prints it in one line and exits 1."""
+
+
+class GateError(StageFailure):
     """A stage ran but its result fails a threshold of its config (e.g. ``sft.min_accuracy``)."""
 
 
@@ -36,41 +43,11 @@ class TrackingConfig:
 
 
 @dataclass
-class BiasSection:
-    shape: str = "triangle"
-    color: str = "red"
-    fraction: float = 0.0
-
-
-@dataclass
-class ShapesSection:
-    seed: int = 0
-    image_size: int = 112
-    grid: int = 4
-    layout: str = "grid"
-    min_objects: int = 2
-    max_objects: int = 4
-    n_train: int = 2500
-    n_val: int = 200
-    n_test: int = 300
-    noise_std: float = 12.0
-    human_map_size: int = 28
-    bias: BiasSection = field(default_factory=BiasSection)
-
-
-@dataclass
 class DataSection:
     source: str = "shapes"
     max_rejected_fraction: float = 0.05
-    shapes: ShapesSection = field(default_factory=ShapesSection)
+    shapes: ShapesConfig = field(default_factory=ShapesConfig)
     real: list[Any] = field(default_factory=list)
-
-
-@dataclass
-class PrepareDataConfig:
-    seed: int = 0
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    data: DataSection = field(default_factory=DataSection)
 
 
 @dataclass
@@ -112,14 +89,6 @@ class PretrainSection:
 
 
 @dataclass
-class PretrainConfig:
-    seed: int = 0
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    model: ModelSection = field(default_factory=ModelSection)
-    pretrain: PretrainSection = field(default_factory=PretrainSection)
-
-
-@dataclass
 class LoraSection:
     enabled: bool = False
     r: int = 16
@@ -147,14 +116,6 @@ class SftSection:
     logging_steps: int = 10
 
 
-@dataclass
-class SftConfig:
-    seed: int = 0
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    model: ModelSection = field(default_factory=ModelSection)
-    sft: SftSection = field(default_factory=SftSection)
-
-
 def load_stage_config(schema: type[T], *sources: str | Path | dict | None) -> T:
     """Merge JSON strings, YAML files or dicts over ``schema``'s defaults; validate.
 
@@ -176,7 +137,10 @@ def load_stage_config(schema: type[T], *sources: str | Path | dict | None) -> T:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as error:
             raise ConfigError(f"{schema.__name__}: {error}".replace("\n", "; ")) from None
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    try:
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except ValueError as error:  # a section's own checks (e.g. data.shapes' __post_init__)
+        raise ConfigError(str(error)) from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -84,7 +84,7 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 RETRY_BUDGET_ENV = "LOOKRIGHT_TRACKING_RETRY_S"
 DEFAULT_RETRY_BUDGET_S = 300.0
 
-TAG_STAGE = "lookright.stage"
+TAG_STAGE = "lookright.stages.base"
 TAG_CONFIG_HASH = "lookright.config_hash"
 TAG_GIT_COMMIT = "lookright.git_commit"
 TAG_RUN_KEY = "lookright.run_key"
@@ -782,6 +782,24 @@ def find_resumable_run(
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``lookright tracking-init``."""
+    parser.add_argument("--results-dir", default=Path("results"), type=Path)
+    parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument(
+        "--experiment", default=os.environ.get("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT)
+    )
+    return parser
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    """``lookright tracking-init``: create/migrate the store once (the Snakefile's onstart)."""
+    uri = resolve_tracking_uri(args.tracking_uri, args.results_dir)
+    init_store(uri, args.experiment)
+    print(f"MLflow store ready: {uri} (experiment {args.experiment!r})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,7 @@ def _runs_by_stage(results: Path) -> dict[str, list]:
     experiment = client.get_experiment_by_name("lookright")
     runs: dict[str, list] = {}
     for run in client.search_runs([experiment.experiment_id]):
-        runs.setdefault(run.data.tags["lookright.stage"], []).append(run)
+        runs.setdefault(run.data.tags["lookright.stages.base"], []).append(run)
     return runs
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from lookright.config import ConfigError, load_stage_config
 from lookright.decoding import DecodingParameterError, LocoreParams, SgrsParams, generate
-from lookright.decoding.config import DecodeConfig, validate
 from lookright.decoding.params import FAMILY_BETA, layer_indices
+from lookright.stages.decode import DecodeConfig, validate
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import shutil
@@ -11,10 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
+from lookright.cli import parse_args
 from lookright.config import ConfigError
 from lookright.data.schema import IMAGES, SAMPLES
-from lookright.decoding.stage import DECODED, add_decode_arguments, decode_main, final_answer
 from lookright.io import write_rows
+from lookright.stages.decode import DECODED
 
 SAMPLE_ROWS = [
     ("p1", "im0", "test", "pope", "Is there a star?", "yes", "random"),
@@ -66,15 +66,18 @@ def _sample(row: tuple) -> dict:
     }
 
 
+def decode_main(args) -> int:
+    return args.func(args)
+
+
 def _args(root, strategy, out, **decode):
-    parser = add_decode_arguments(argparse.ArgumentParser())
     section = {
         "decode": {"batch_size": 2, "max_new_tokens": {"pope": 3, "caption": 5}, **decode},
         "model": {"name": "tiny", "family": "qwen2_5_vl"},
     }
-    return parser.parse_args(
+    return parse_args(
         [
-            "--model-dir", str(root / "model"),
+            "decode", "--model-dir", str(root / "model"),
             "--data", str(root / "data"),
             "--strategy", strategy,
             "--out", str(out),
@@ -162,11 +165,6 @@ def test_decode_stage_errors(stage_inputs):
         decode_main(args)
 
 
-def test_final_answer_is_the_text_after_the_thought():
-    assert final_answer("<think>a star? no</think> Yes.") == "Yes."
-    assert final_answer("No, there is not.") == "No, there is not."
-
-
 @pytest.mark.parametrize(("strategy", "folder"), [("sgrs", "sgrs"), ("locore", "locore")])
 def test_custom_generate_folders_give_the_decode_stages_tokens(
     stage_inputs, tmp_path, monkeypatch, strategy, folder
@@ -174,7 +172,7 @@ def test_custom_generate_folders_give_the_decode_stages_tokens(
     """``model.generate(custom_generate=lookright's folder)`` on each sample, alone and with
     its per-sample random stream, reproduces the stage's batched answers token for token."""
     from lookright.decoding import CUSTOM_GENERATE
-    from lookright.decoding.stage import sample_generator
+    from lookright.decoding.strategies import sample_generator
     from lookright.models import load_model
     from lookright.train.datasets import decode_image
 

@@ -14,7 +14,7 @@ from PIL import Image
 from transformers import AttentionInterface, DynamicCache
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from lookright.decoding.generate import generation_config
+from lookright.decoding.strategies import generation_config
 from lookright.models import get_adapter
 from lookright.models import transformers_internals as internals
 from lookright.models.base import TinySize

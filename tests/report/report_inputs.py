@@ -58,6 +58,13 @@ class Inputs:
     grpo_dir: Path
     data_dir: Path
 
+    def evaluations(self) -> list[Path]:
+        """Every evaluation folder written (what the report rule declares as its inputs)."""
+        return sorted(p for p in self.eval_dir.glob("*/*/*") if p.is_dir() and any(p.iterdir()))
+
+    def grpo_samples(self) -> list[Path]:
+        return sorted(self.grpo_dir.glob("*/*/samples.parquet"))
+
 
 def _json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,17 +25,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from lookright.report.experiment import (
-    add_experiment_arguments,
+    add_cli_arguments,
     aggregate,
     aggregate_branches,
-    bootstrap_ci,
-    describe,
+    cli_main,
     effects,
-    experiment_main,
     format_cell,
     seed_of,
     write_summary,
 )
+from lookright.report.statistics import bootstrap_ci, describe
 
 SFT, ACC, SAL = "sft", "grpo-acc+fmt", "grpo-acc+fmt+sal"
 VQA = {SFT: (0.2, 0.4, 0.6), ACC: (0.3, 0.5, 0.5), SAL: (0.5, 0.6, 0.7)}
@@ -324,14 +323,14 @@ def test_write_summary_files_and_markdown(seed_dirs: list[Path], tmp_path: Path)
 
 
 def test_cli_repeatable_seed_dirs(seed_dirs: list[Path], tmp_path: Path, capsys) -> None:
-    parser = add_experiment_arguments(argparse.ArgumentParser())
+    parser = add_cli_arguments(argparse.ArgumentParser())
     out = tmp_path / "cli"
     args = parser.parse_args(
         ["--seed-dir", str(seed_dirs[0]), str(seed_dirs[1]), "--seed-dir", str(seed_dirs[2]),
          "--out", str(out), "--reference", "sft", "--method", "cot_bottleneck"]
     )  # fmt: skip
     assert args.seed_dirs == seed_dirs
-    assert experiment_main(args) == 0
+    assert cli_main(args) == 0
     assert "3 seeds" in capsys.readouterr().out
     table = pq.read_table(out / "effects.parquet").to_pylist()
     assert {r["reference"] for r in table} == {"sft"}

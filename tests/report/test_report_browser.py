@@ -18,8 +18,7 @@ import pytest
 from PIL import Image
 from report_inputs import MODEL, Inputs
 
-from lookright.report.config import load_report_config
-from lookright.report.stage import run_report
+from lookright.stages.report import load_report_config, run_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -143,7 +142,7 @@ def test_report_html_in_a_headless_browser(inputs: Inputs, tmp_path: Path) -> No
     browser = require_chromium()
     out = tmp_path / "report"
     cfg = load_report_config({"report": {"gallery_samples": 4, "smooth_window": 2}})
-    run_report(cfg, inputs.eval_dir, inputs.grpo_dir, inputs.data_dir, out)
+    run_report(cfg, inputs.evaluations(), inputs.grpo_samples(), inputs.data_dir, out)
     dom = Dom()
     dom.feed(dump_dom(browser, out / "report.html", tmp_path / "chromium-profile"))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,9 +10,9 @@ import pytest
 from PIL import Image
 from report_inputs import GRPO, MODEL, SFT, Inputs, build_inputs
 
+from lookright.cli import parse_args
 from lookright.report.collect import ReportInputError
-from lookright.report.config import ReportConfig, load_report_config
-from lookright.report.stage import add_report_arguments, report_main, run_report
+from lookright.stages.report import ReportConfig, load_report_config, run_report
 
 
 class FakeRun:
@@ -37,7 +36,7 @@ def test_full_report(inputs: Inputs, tmp_path: Path) -> None:
     (out / "plots" / "stale.png").write_bytes(b"old")
     run = FakeRun()
     summary = run_report(
-        ReportConfig(), inputs.eval_dir, inputs.grpo_dir, inputs.data_dir, out, run
+        ReportConfig(), inputs.evaluations(), inputs.grpo_samples(), inputs.data_dir, out, run
     )
     assert summary["not_available"] == []
     assert (summary["answers_rows"], summary["saliency_rows"]) == (3, 4)
@@ -72,13 +71,10 @@ def test_missing_pieces_say_not_available(tmp_path: Path) -> None:
     inputs = build_inputs(tmp_path / "results", answers=False, grpo=False, maps=False)
     out = tmp_path / "report"
     cfg = load_report_config({"report": {"gallery_samples": 2}})
-    summary = run_report(cfg, inputs.eval_dir, inputs.grpo_dir, None, out)
+    summary = run_report(cfg, inputs.evaluations(), inputs.grpo_samples(), None, out)
     assert summary["not_available"] == ["grpo_rewards", "gallery"]
     text = (out / "summary.md").read_text()
-    assert (
-        f"_Not available: no GRPO rollouts (<model>/<reward_set>/samples.parquet) under {inputs.grpo_dir}_"
-        in text
-    )
+    assert "_Not available: no GRPO rollouts given (--grpo-samples)_" in text
     assert "_Not available: no saliency maps" in text
     html = (out / "report.html").read_text()
     assert html.count('class="not-available"') == 2
@@ -96,42 +92,43 @@ def test_no_answers_and_no_saliency_summary(tmp_path: Path) -> None:
             if strategy.name != "saliency":
                 for path in strategy.iterdir():
                     path.unlink()
-    summary = run_report(ReportConfig(), inputs.eval_dir, None, inputs.data_dir, tmp_path / "r")
+    summary = run_report(ReportConfig(), inputs.evaluations(), [], inputs.data_dir, tmp_path / "r")
     assert summary["not_available"] == ["answers", "saliency", "grpo_rewards"]
     assert pq.read_table(tmp_path / "r" / "answers.parquet").num_rows == 0
     assert pq.read_table(tmp_path / "r" / "saliency.parquet").column_names == [
         "model", "source", "reward_set", "method",
     ]  # fmt: skip
-    assert "no GRPO folder given (--grpo-dir)" in (tmp_path / "r" / "summary.md").read_text()
+    assert "no GRPO rollouts given (--grpo-samples)" in (tmp_path / "r" / "summary.md").read_text()
 
 
-def _parser() -> argparse.ArgumentParser:
-    from lookright.cli import _stage_parser
-
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command", required=True)
-    report = _stage_parser(sub, "report", "build the report")
-    add_report_arguments(report)
-    report.set_defaults(func=report_main)
-    return parser
-
-
-def test_cli_fails_clearly_on_an_empty_eval_dir(tmp_path: Path) -> None:
-    (tmp_path / "eval").mkdir()
-    args = _parser().parse_args(
-        ["report", "--eval-dir", str(tmp_path / "eval"), "--out", str(tmp_path / "out"),
-         "--results-dir", str(tmp_path)]
-    )  # fmt: skip
-    with pytest.raises(ReportInputError, match=str(tmp_path / "eval")):
+def test_cli_fails_clearly_without_evaluations(tmp_path: Path) -> None:
+    (tmp_path / "eval" / "m" / "sft" / "greedy").mkdir(parents=True)
+    args = parse_args(["report", "--out", str(tmp_path / "out"), "--results-dir", str(tmp_path)])
+    with pytest.raises(ReportInputError, match="no evaluation folder given"):
+        args.func(args)
+    empty = str(tmp_path / "eval" / "m" / "sft" / "greedy")
+    args = parse_args(["report", "--evaluation", empty, "--out", str(tmp_path / "out")])
+    with pytest.raises(ReportInputError, match=f"{empty}: no evaluation output"):
         args.func(args)
     assert not (tmp_path / "mlflow.db").exists()  # failed before opening a run
+
+
+def test_the_report_reads_only_the_folders_it_is_given(inputs: Inputs, tmp_path: Path) -> None:
+    """A branch left over from an older config (still on disk) must not enter the report."""
+    from lookright.report.collect import collect
+
+    given = [f for f in inputs.evaluations() if f.parent.name == SFT]
+    outputs = collect(given)
+    assert {d.source for d in outputs.saliency + outputs.answers} == {SFT}
 
 
 def test_cli_logs_an_mlflow_run(inputs: Inputs, tmp_path: Path, capsys) -> None:
     pytest.importorskip("mlflow")
     out = tmp_path / "out"
-    args = _parser().parse_args(
-        ["report", "--eval-dir", str(inputs.eval_dir), "--grpo-dir", str(inputs.grpo_dir),
+    folders = [a for f in inputs.evaluations() for a in ("--evaluation", str(f))]
+    samples = [a for f in inputs.grpo_samples() for a in ("--grpo-samples", str(f))]
+    args = parse_args(
+        ["report", *folders, *samples,
          "--data", str(inputs.data_dir), "--out", str(out), "--results-dir", str(tmp_path),
          "--config-json", '{"report": {"gallery_samples": 1, "smooth_window": 2}}',
          "--tag", "snakemake.rule=report", "--param", "what=test"]

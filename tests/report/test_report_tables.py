@@ -13,7 +13,6 @@ from report_inputs import CHAIR, GRPO, LATENCY, MODEL, POPE_AVG, SFT, SUMMARY, V
 
 from lookright.config import ConfigError
 from lookright.report.collect import ReportInputError, discover, load_grpo, reward_set_of
-from lookright.report.config import load_report_config
 from lookright.report.gallery import choose_columns, choose_samples
 from lookright.report.plots import reward_curves, smooth
 from lookright.report.tables import (
@@ -24,6 +23,7 @@ from lookright.report.tables import (
     markdown_table,
     saliency_table,
 )
+from lookright.stages.report import load_report_config
 
 
 def _rows(table: pa.Table) -> dict[tuple, dict]:
@@ -152,7 +152,7 @@ def test_reward_set_of() -> None:
 
 
 def test_reward_curves_mean_per_step_and_smoothing(inputs: Inputs) -> None:
-    runs = {r.reward_set: r for r in load_grpo(inputs.grpo_dir)}
+    runs = {r.reward_set: r for r in load_grpo(inputs.grpo_samples())}
     curves = reward_curves(runs["acc+fmt+sal"].samples)
     assert curves.column_names == [
         "step", "reward", "reward_accuracy", "reward_format", "reward_saliency_alignment",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lookright.eval.localisation import alignment_score
+from lookright.metrics.localisation import alignment_score
 from lookright.models.base import VisualLayout
 from lookright.rewards import (
     Policy,

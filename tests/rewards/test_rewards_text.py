@@ -60,11 +60,13 @@ def test_format_reward_reads_conversational_completions():
     assert FormatReward()([None] * 3, completions) == [1.0, 0.0, 1.0]
 
 
-def test_sft_uses_the_same_format_rule():
-    from lookright.rewards import has_think_format
-    from lookright.train import sft
+def test_sft_grpo_and_the_reward_use_one_format_rule():
+    from lookright import completion
+    from lookright.rewards import format as format_reward
+    from lookright.stages import grpo, sft
 
-    assert sft.has_think_format is has_think_format
+    assert sft.is_well_formed is grpo.is_well_formed is completion.is_well_formed
+    assert format_reward.is_well_formed is completion.is_well_formed
 
 
 # --------------------------------------------------------------------------- accuracy

@@ -71,7 +71,7 @@ def test_a_batch_of_only_empty_completions_gives_no_maps(family, build_tiny, noi
     batch; the row pass then had zero query rows and crashed ("cannot reshape tensor of 0
     elements"), which killed evaluate_saliency. Every method says "no map", the stage goes on.
     """
-    from lookright.eval.saliency_stage import explain_samples
+    from lookright.stages.evaluate_saliency import explain_samples
 
     model, processor, adapter = build_tiny(family)
     rows = [{"question": "What color is the circle?"}, {"question": "Is there a star?"}]

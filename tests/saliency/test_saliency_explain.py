@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lookright.saliency import explain_sample
-from lookright.saliency.explain import add_explain_arguments, explain_main, run_explain
+from lookright.saliency.explain import add_cli_arguments, cli_main, run_explain
 from lookright.saliency.render import overlay
 from lookright.saliency.storage import MAP_SCHEMA, map_row, read_maps, result_from_row, write_maps
 from lookright.saliency.types import SaliencyResult
@@ -74,7 +74,7 @@ def image_file(tmp_path, noise_images):
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    return add_explain_arguments(argparse.ArgumentParser()).parse_args(list(argv))
+    return add_cli_arguments(argparse.ArgumentParser()).parse_args(list(argv))
 
 
 def test_explain_command_end_to_end(checkpoint, image_file, tmp_path, capsys):
@@ -95,7 +95,7 @@ def test_explain_command_end_to_end(checkpoint, image_file, tmp_path, capsys):
         "--box",
         "0.5,0.6,1.0,1.0",
     )
-    assert explain_main(args) == 0
+    assert cli_main(args) == 0
     printed = capsys.readouterr().out
     assert "alignment=" in printed and "maps:" in printed
     table = pq.read_table(out / "maps.parquet")

@@ -20,13 +20,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from lookright.config import ConfigError, DataSection
 from lookright.data import readers
-from lookright.data.shapes import BiasConfig, ShapesConfig, generate_into
+from lookright.data.shapes import generate_into
 from lookright.data.store import ParquetSink, ValCarve
 from lookright.data.validate import TooManyRejected, check_rejection_rate
 from lookright.io import atomic_write_text
@@ -41,12 +40,6 @@ READERS = {
 ENTRY_KEYS = ("reader", "val", "val_seed")
 """Keys of a ``data.real`` entry that prepare_data handles; all others go to the reader."""
 VQA_FILE_KEYS = ("vqa_questions", "vqa_annotations", "image_template")
-
-
-def shapes_config(section: DataSection) -> ShapesConfig:
-    values = asdict(section.shapes)
-    values["bias"] = BiasConfig(**values["bias"])
-    return ShapesConfig(**values)
 
 
 def _reader_arguments(k: int, name: str, entry: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +102,7 @@ def prepare(
     sink = ParquetSink(out_dir)
     try:
         if section.source == "shapes":
-            generate_into(shapes_config(section), sink)
+            generate_into(section.shapes, sink)
         else:
             read_real_sources(section.real, sink, seed)
         _check_rejections(section, sink, out_dir, keep_rejected)

@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from lookright.completion import THINK_CLOSE, THINK_OPEN, final_answer
 from lookright.data.jsonstream import (
     BadLine,
     check_file,
@@ -256,12 +257,9 @@ def split_think(text: str, field_name: str = "solution") -> tuple[str, str | Non
     think tags, else None. Rejects an unclosed ``<think>`` and an empty answer.
     """
     text = text.strip()
-    if "</think>" in text:
-        answer, cot = text.rpartition("</think>")[2].strip(), text
-    elif "<think>" in text:
+    if THINK_OPEN in text and THINK_CLOSE not in text:
         raise InvalidRecord(f"{field_name}: '<think>' without '</think>'")
-    else:
-        answer, cot = text, None
+    answer, cot = final_answer(text), (text if THINK_CLOSE in text else None)
     tagged = _ANSWER_TAG.match(answer)
     if tagged:
         answer = tagged.group(1).strip()

@@ -24,6 +24,8 @@ from typing import Any
 
 from PIL import Image
 
+from lookright.config import StageFailure
+
 BOX_EPS = 1e-6
 """Coordinates this far outside [0, 1] are clamped instead of rejected (float round-off)."""
 
@@ -43,7 +45,7 @@ class DataFileError(ValueError):
     """A whole input file cannot be read (not JSON, wrong top-level structure)."""
 
 
-class TooManyRejected(RuntimeError):
+class TooManyRejected(StageFailure):
     """More input rows were rejected than ``data.max_rejected_fraction`` allows.
 
     ``rejected_path``: the file the rejected rows were written to (None when not yet).

@@ -22,24 +22,35 @@ The building blocks with a plain ``model.generate`` (what :func:`generate` does)
     # sgrs.state.records: per step candidates, their saliency, tau, draws, fallbacks
 
 ``attention_session`` alone is LocoRE for any transformers decoding (greedy, sampling, beam
-search). Use :func:`lookright.decoding.generate.generation_config` so a checkpoint's own
+search). Use :func:`lookright.decoding.strategies.generation_config` so a checkpoint's own
 sampling/penalty settings do not add logits processors.
 """
 
-from pathlib import Path
+from __future__ import annotations
 
-from lookright.decoding.attention import attention_session
-from lookright.decoding.generate import DecodeOutput, generate, question_key_mask
-from lookright.decoding.params import (
-    FAMILY_BETA,
-    STRATEGIES,
-    DecodingParameterError,
-    LocoreParams,
-    SgrsParams,
-    layer_indices,
-)
-from lookright.decoding.saliency import StepScorer, prefill_all_but_last
-from lookright.decoding.sgrs import SaliencyGuidedSampler, StepRecord
+import importlib
+from pathlib import Path
+from typing import Any
+
+# Loaded on first use: importing lookright.decoding.params (the strategies' names, their
+# parameters) must not import torch or transformers.
+_LAZY = {
+    "attention_session": "lookright.decoding.attention",
+    "DecodeOutput": "lookright.decoding.strategies",
+    "generate": "lookright.decoding.strategies",
+    "question_key_mask": "lookright.decoding.strategies",
+    "sample_generator": "lookright.decoding.strategies",
+    "FAMILY_BETA": "lookright.decoding.params",
+    "STRATEGIES": "lookright.decoding.params",
+    "DecodingParameterError": "lookright.decoding.params",
+    "LocoreParams": "lookright.decoding.params",
+    "SgrsParams": "lookright.decoding.params",
+    "layer_indices": "lookright.decoding.params",
+    "StepScorer": "lookright.decoding.saliency",
+    "prefill_all_but_last": "lookright.decoding.saliency",
+    "SaliencyGuidedSampler": "lookright.decoding.sgrs",
+    "StepRecord": "lookright.decoding.sgrs",
+}
 
 CUSTOM_GENERATE: dict[str, str] = {
     name: str(Path(__file__).parent / "hub" / name) for name in ("sgrs", "locore")
@@ -47,20 +58,11 @@ CUSTOM_GENERATE: dict[str, str] = {
 """Local ``custom_generate`` folders: ``model.generate(**inputs, custom_generate=
 CUSTOM_GENERATE["sgrs"], trust_remote_code=True, alpha=0.6)`` decodes with SGRS."""
 
-__all__ = [
-    "CUSTOM_GENERATE",
-    "FAMILY_BETA",
-    "STRATEGIES",
-    "DecodeOutput",
-    "DecodingParameterError",
-    "LocoreParams",
-    "SaliencyGuidedSampler",
-    "SgrsParams",
-    "StepRecord",
-    "StepScorer",
-    "attention_session",
-    "generate",
-    "layer_indices",
-    "prefill_all_but_last",
-    "question_key_mask",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["CUSTOM_GENERATE", *_LAZY]

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from lookright.config import ConfigError
+
 STRATEGIES: tuple[str, ...] = ("greedy", "beam", "sample", "locore", "sgrs", "sgrs+locore")
 
 # LocoRE's beta per family (the paper: 0.15 for LLaVA-1.5, 0.20 for Qwen2-VL; Qwen2.5-VL
@@ -24,7 +26,7 @@ DEFAULT_BETA = 0.15
 REFERENCE_SGRS_LAYERS: tuple[float, ...] = (0.1875, 0.21875, 0.25)
 
 
-class DecodingParameterError(ValueError):
+class DecodingParameterError(ConfigError):
     """A decoding parameter is out of its valid range (the message names both)."""
 
 

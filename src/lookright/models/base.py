@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, PreTrainedModel
 
+from lookright.config import ConfigError
 from lookright.models.geometry import ImageView
 
 
@@ -245,7 +246,7 @@ def get_adapter(family: str) -> VLMAdapter:
     try:
         return ADAPTERS[family]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown model family {family!r}; valid families: {sorted(ADAPTERS)}"
         ) from None
 

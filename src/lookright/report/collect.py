@@ -108,28 +108,46 @@ def _has_any(path: Path, names: tuple[str, ...]) -> bool:
 
 
 def discover(eval_dir: str | Path) -> EvalOutputs:
-    """Find ``<model>/<source>/saliency`` and ``<model>/<source>/<strategy>`` folders."""
+    """Every ``<model>/<source>/saliency`` and ``<model>/<source>/<strategy>`` folder under
+    ``eval_dir`` (for reading a results folder by hand; the report stage is given its folders
+    explicitly, :func:`collect`)."""
     root = Path(eval_dir)
     if not root.is_dir():
         raise ReportInputError(f"{root}: evaluation folder does not exist")
-    saliency: list[EvalDir] = []
-    answers: list[EvalDir] = []
-    for model_dir in _subdirs(root):
-        for source_dir in _subdirs(model_dir):
-            for sub in _subdirs(source_dir):
-                entry = EvalDir(model_dir.name, source_dir.name, sub.name, sub)
-                if sub.name == SALIENCY and _has_any(sub, SALIENCY_FILES):
-                    saliency.append(entry)
-                elif sub.name != SALIENCY and _has_any(sub, ANSWER_FILES):
-                    answers.append(entry)
-    if not saliency and not answers:
+    folders = [
+        sub
+        for m in _subdirs(root)
+        for s in _subdirs(m)
+        for sub in _subdirs(s)
+        if _has_any(sub, SALIENCY_FILES if sub.name == SALIENCY else ANSWER_FILES)
+    ]
+    if not folders:
         raise ReportInputError(
             f"{root}: no evaluation outputs found (expected <model>/<source>/saliency/"
             f"summary.parquet or <model>/<source>/<strategy>/metrics.json under it)"
         )
+    return collect(folders, root)
+
+
+def collect(folders: list[str | Path], root: str | Path | None = None) -> EvalOutputs:
+    """The evaluation outputs of exactly ``folders`` (each ``.../<model>/<source>/<kind>``,
+    kind ``saliency`` or a decoding strategy); a folder with no output is an error."""
+    saliency: list[EvalDir] = []
+    answers: list[EvalDir] = []
+    for folder in map(Path, folders):
+        entry = EvalDir(folder.parent.parent.name, folder.parent.name, folder.name, folder)
+        files = SALIENCY_FILES if folder.name == SALIENCY else ANSWER_FILES
+        if not _has_any(folder, files):
+            raise ReportInputError(
+                f"{folder}: no evaluation output in it (expected one of {list(files)})"
+            )
+        (saliency if folder.name == SALIENCY else answers).append(entry)
+    if not saliency and not answers:
+        raise ReportInputError("no evaluation folder given: nothing to report")
     saliency.sort(key=lambda d: (d.model, source_order(d.source)))
     answers.sort(key=lambda d: (d.model, source_order(d.source), strategy_order(d.kind)))
-    return EvalOutputs(root, saliency, answers)
+    first = Path(folders[0])
+    return EvalOutputs(Path(root) if root else first.parent.parent.parent, saliency, answers)
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -201,12 +219,10 @@ class GrpoRun:
     samples: pa.Table
 
 
-def load_grpo(grpo_dir: str | Path | None) -> list[GrpoRun]:
-    """Every ``<model>/<reward_set>/samples.parquet`` under ``grpo_dir`` (none: empty)."""
-    if grpo_dir is None or not Path(grpo_dir).is_dir():
-        return []
+def load_grpo(samples: list[str | Path]) -> list[GrpoRun]:
+    """The GRPO branches of ``samples`` (each ``.../<model>/<reward_set>/samples.parquet``)."""
     runs = []
-    for path in sorted(Path(grpo_dir).glob("*/*/samples.parquet")):
+    for path in sorted(map(Path, samples)):
         table = pq.read_table(path)
         if "step" not in table.column_names:
             raise SchemaError(f"{path}: no 'step' column")

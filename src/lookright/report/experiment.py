@@ -37,14 +37,12 @@ a seed folder without its report tables is a ``FileNotFoundError`` naming folder
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -52,6 +50,7 @@ from lookright.config import ConfigError
 from lookright.io import atomic_write_table
 from lookright.report.collect import read_json, reward_set_of, source_order, strategy_order
 from lookright.report.files import atomic_write_text
+from lookright.report.statistics import RESAMPLES, RNG_SEED, describe, finite
 from lookright.report.tables import label
 
 REPORT_FILES = {"answers": "report/answers.parquet", "saliency": "report/saliency.parquet"}
@@ -60,9 +59,6 @@ GROUPS = {
     "saliency": ("model", "source", "method"),
 }
 NON_METRICS = {"seed", "model", "source", "reward_set", "strategy", "method"}
-RESAMPLES = 2000
-LEVEL = 0.95
-RNG_SEED = 0
 DEFAULT_REFERENCES = ("grpo-acc+fmt", "sft")
 DEFAULT_ANSWER_METRICS = ("vqa_accuracy", "vqa_accuracy/bias_conflicting")
 DEFAULT_METHODS = (
@@ -105,43 +101,6 @@ EFFECTS_SCHEMA = pa.schema(
     ]
 )
 _SEED_DIR = re.compile(r"^seed(\d+)$")
-
-
-# -- statistics ---------------------------------------------------------------------------
-
-
-def _finite(values: Iterable[Any]) -> np.ndarray:
-    """The finite numbers of ``values`` (nulls and NaN dropped) as a float array."""
-    kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return np.asarray(kept, dtype=np.float64)
-
-
-def bootstrap_ci(
-    values: Sequence[float], resamples: int = RESAMPLES, level: float = LEVEL
-) -> tuple[float | None, float | None]:
-    """Percentile bootstrap interval of the mean (rng seed 0); (None, None) when n < 2."""
-    data = _finite(values)
-    if len(data) < 2:
-        return None, None
-    rng = np.random.default_rng(RNG_SEED)
-    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return float(lo), float(hi)
-
-
-def describe(values: Iterable[Any]) -> dict[str, Any]:
-    """mean, std (ddof=1), n, ci_lo, ci_hi of the finite ``values`` (see the module doc)."""
-    data = _finite(values)
-    n = len(data)
-    lo, hi = bootstrap_ci(data)
-    return {
-        "mean": float(data.mean()) if n else None,
-        "std": float(data.std(ddof=1)) if n >= 2 else None,
-        "n": n,
-        "ci_lo": lo,
-        "ci_hi": hi,
-    }
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -376,7 +335,7 @@ def answer_values(by_seed: pa.Table, metric: str, strategy: str) -> dict[tuple, 
         key = (row["seed"], row["model"], row["source"])
         if rank is not None and (key not in chosen or rank < chosen[key][0]):
             chosen[key] = (rank, row[metric])
-    return {k: float(v) for k, (_, v) in chosen.items() if _finite([v]).size}
+    return {k: float(v) for k, (_, v) in chosen.items() if finite([v]).size}
 
 
 def saliency_values(by_seed: pa.Table, metric: str, method: str) -> dict[tuple, float]:
@@ -384,7 +343,7 @@ def saliency_values(by_seed: pa.Table, metric: str, method: str) -> dict[tuple, 
     return {
         (r["seed"], r["model"], r["source"]): float(r[metric])
         for r in by_seed.to_pylist()
-        if r["method"] == method and _finite([r[metric]]).size
+        if r["method"] == method and finite([r[metric]]).size
     }
 
 
@@ -612,7 +571,7 @@ def write_summary(tables: Mapping[str, pa.Table], out_dir: str | Path) -> dict[s
     return written
 
 
-def add_experiment_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--seed-dir`` (one or more, repeatable), ``--out`` and the effects' options."""
     parser.add_argument(
         "--branches",
@@ -669,7 +628,7 @@ def n_seeds(tables: Mapping[str, pa.Table]) -> int:
     return len(seeds)
 
 
-def experiment_main(args: argparse.Namespace) -> int:
+def cli_main(args: argparse.Namespace) -> int:
     """Entry point of ``lookright experiment-summary`` (no MLflow run)."""
     if bool(args.branches) == bool(args.seed_dirs):
         raise ConfigError(

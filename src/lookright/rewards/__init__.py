@@ -26,10 +26,10 @@ from lookright.rewards.base import (
     check_rewards,
     completion_text,
 )
-from lookright.rewards.format import FormatReward, has_think_format
+from lookright.rewards.format import FormatReward
 
 # The model-based rewards import the saliency engine; they load on first use, so importing
-# the text rewards (e.g. has_think_format from the SFT stage) stays light.
+# the text rewards stays light.
 _LAZY = {
     "Policy": "lookright.rewards.policy",
     "lora_effective_o_proj": "lookright.rewards.policy",
@@ -104,7 +104,6 @@ __all__ = [
     "check_rewards",
     "completion_text",
     "focus_mask",
-    "has_think_format",
     "lora_effective_o_proj",
     "parse_reward_set",
     "region_attention_reward",

@@ -1,7 +1,7 @@
 """Accuracy reward (Saliency-R1, METHODS.md section 3).
 
 Default: normalised exact match of the completion's answer (text after ``</think>``) with the
-sample's reference ``answer`` (:mod:`lookright.eval.accuracy`), 1.0 or 0.0.
+sample's reference ``answer`` (:mod:`lookright.metrics.accuracy`), 1.0 or 0.0.
 
 Optional (off by default): an LLM judge behind an OpenAI-compatible HTTP endpoint
 (``POST {url}/chat/completions``), as in the paper (GPT-4o-mini). The judge grades the answer
@@ -20,7 +20,9 @@ import urllib.error
 import urllib.request
 from typing import Any, ClassVar
 
-from lookright.eval.accuracy import exact_match, extract_answer
+from lookright.completion import final_answer
+from lookright.config import StageFailure
+from lookright.metrics.accuracy import exact_match
 from lookright.rewards.base import RewardFunction, completion_text, prompt_question
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ JUDGE_PROMPT = (
 _SCORE = re.compile(r"[1-5]")
 
 
-class JudgeUnavailableError(RuntimeError):
+class JudgeUnavailableError(StageFailure):
     """The LLM judge is enabled but its endpoint cannot be used."""
 
 
@@ -153,7 +155,7 @@ class AccuracyReward(RewardFunction):
         questions = self.column(kwargs, "question", n)
         scores: list[float | None] = []
         for prompt, question, text, answer in zip(prompts, questions, texts, answers, strict=True):
-            prediction = extract_answer(text).strip()
+            prediction = final_answer(text)
             if not prediction:
                 scores.append(0.0)
                 continue

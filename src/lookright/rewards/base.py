@@ -18,8 +18,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from lookright.config import StageFailure
 
-class NonFiniteRewardError(RuntimeError):
+
+class NonFiniteRewardError(StageFailure):
     """A reward function produced NaN/inf (a bug, not a skipped sample)."""
 
 

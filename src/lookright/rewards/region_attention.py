@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from lookright.eval.localisation import box_coverage
+from lookright.metrics.localisation import box_coverage
 from lookright.models.base import VLMAdapter
 from lookright.models.geometry import ImageView
 from lookright.rewards.policy import Policy

@@ -4,7 +4,7 @@ For each completion: the CoT-bottleneck logit-decomposition map of the current p
 (vision -> thought -> answer, :class:`lookright.saliency.decomposition.CotBottleneck`), from
 one teacher-forced forward over prompt + the rollout's completion ids, and its alignment score
 with the sample's evidence box(es): the share of the map's mass inside the boxes
-(:func:`lookright.eval.localisation.alignment_score`, exact area overlap on the grid, the boxes
+(:func:`lookright.metrics.localisation.alignment_score`, exact area overlap on the grid, the boxes
 mapped through the processor's crop/pad of that image).
 
 ``None`` (TRL skips it) when the sample has no box or no image, or when there is no map: a
@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lookright.eval.localisation import alignment_score
+from lookright.metrics.localisation import alignment_score
 from lookright.rewards.base import (
     RewardFunction,
     completion_text,

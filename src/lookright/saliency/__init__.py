@@ -10,10 +10,10 @@ baselines ``raw_attention``, ``rollout``, ``gradcam``, ``tmme``, ``tmme_last_k``
 
 Maps live on the model's visual-token grid; :func:`upsample_map` brings them to image
 pixels and :func:`alignment_score` (Saliency-R1's mass-in-box ratio) comes from
-:mod:`lookright.eval.localisation`.
+:mod:`lookright.metrics.localisation`.
 """
 
-from lookright.eval.localisation import alignment_score, upsample_map
+from lookright.metrics.localisation import alignment_score, upsample_map
 from lookright.saliency.api import (
     available_methods,
     explain_batch,

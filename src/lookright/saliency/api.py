@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 import lookright.saliency.baselines  # noqa: F401  (registers methods)
 import lookright.saliency.decomposition  # noqa: F401
 import lookright.saliency.gradient_methods  # noqa: F401
+from lookright.config import ConfigError
 from lookright.models.base import VLMAdapter, adapter_for
 from lookright.saliency.base import (
     METHODS,
@@ -49,13 +50,13 @@ def get_method(name: str, **options: Any) -> SaliencyMethod:
     try:
         cls = METHODS[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown saliency method {name!r}; valid methods: {available_methods()}"
         ) from None
     valid = {f.name for f in fields(cls)}
     unknown = set(options) - valid
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{name}: unknown option(s) {sorted(unknown)}; valid options: {sorted(valid)}"
         )
     return cls(**options)

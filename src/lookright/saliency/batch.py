@@ -24,10 +24,9 @@ import torch
 from PIL import Image
 from transformers import PreTrainedModel
 
+from lookright.completion import character_spans
 from lookright.models.base import EncodedBatch, VisualLayout, VLMAdapter
 from lookright.models.geometry import ImageView
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 @dataclass(frozen=True)
@@ -130,13 +129,11 @@ def split_completion(
     """
     if len(spans) == 0:
         return None, None, "empty completion"
-    close_at = text.find(THINK_CLOSE)
-    if close_at < 0:
-        return None, None, "no </think> in the completion (truncated?)"
-    open_at = text.rfind(THINK_OPEN, 0, close_at)
-    thought_from = open_at + len(THINK_OPEN) if open_at >= 0 else 0
-    answer_from = close_at + len(THINK_CLOSE)
-    answer_tokens = _overlapping(spans, answer_from, len(text)) if text[answer_from:] else []
+    parts = character_spans(text)
+    if parts.thought is None or parts.answer is None:
+        return None, None, parts.reason
+    (thought_from, close_at), (answer_from, end) = parts.thought, parts.answer
+    answer_tokens = _overlapping(spans, answer_from, end) if text[answer_from:] else []
     thought_tokens = [
         k for k in _overlapping(spans, thought_from, close_at) if k not in set(answer_tokens)
     ]

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from lookright.eval.localisation import alignment_score
+from lookright.config import ConfigError
+from lookright.metrics.localisation import alignment_score
 from lookright.models.base import LoadedModel, load_model
 from lookright.saliency.api import available_methods, explain_sample
 from lookright.saliency.render import overlay, panel, save_overlay
@@ -39,10 +40,10 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     items = [text] if isinstance(text, str) else list(text)
     names = [n.strip() for item in items for n in item.split(",") if n.strip()]
     if not names:
-        raise ValueError(f"no saliency method given; valid methods: {available_methods()}")
+        raise ConfigError(f"no saliency method given; valid methods: {available_methods()}")
     unknown = [n for n in names if n not in available_methods()]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown saliency method(s) {unknown}; valid methods: {available_methods()}"
         )
     return list(dict.fromkeys(names))
@@ -56,10 +57,10 @@ def parse_box(text: str | Sequence[float] | None) -> list[float] | None:
         [float(v) for v in text.split(",")] if isinstance(text, str) else [float(v) for v in text]
     )
     if len(values) != 4:
-        raise ValueError(f"--box needs 4 comma-separated values x1,y1,x2,y2, got {len(values)}")
+        raise ConfigError(f"--box needs 4 comma-separated values x1,y1,x2,y2, got {len(values)}")
     x1, y1, x2, y2 = values
     if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
-        raise ValueError(
+        raise ConfigError(
             f"--box {values}: need 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 (normalised)"
         )
     return values
@@ -74,14 +75,14 @@ def open_image(path: str | Path) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"--image {path}: not a readable image ({error})") from None
+        raise ConfigError(f"--image {path}: not a readable image ({error})") from None
 
 
 def generate_answer(
     loaded: LoadedModel, image: Image.Image, question: str, max_new_tokens: int
 ) -> str:
     """Greedy completion of the prompt, decoded keeping ``<think>`` tags (not special tokens)."""
-    from lookright.decoding.generate import generate
+    from lookright.decoding.strategies import generate
 
     encoded = loaded.adapter.encode(loaded.processor, [image], [question])
     inputs = encoded.inputs.to(next(loaded.model.parameters()).device)
@@ -207,7 +208,7 @@ def run_explain(
     return summary
 
 
-def add_explain_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``lookright explain``."""
     parser.add_argument(
         "--model", required=True, help="checkpoint folder (save_pretrained) or hub id"
@@ -235,8 +236,8 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
-def explain_main(args: argparse.Namespace) -> int:
-    """Entry point of ``lookright explain`` (arguments from :func:`add_explain_arguments`)."""
+def cli_main(args: argparse.Namespace) -> int:
+    """Entry point of ``lookright explain`` (arguments from :func:`add_cli_arguments`)."""
     summary = run_explain(
         model=args.model,
         image=args.image,

@@ -1,7 +1,7 @@
 """PNG overlays of saliency maps (Pillow only, no matplotlib).
 
 The grid map is bilinearly upsampled onto the part of the image its grid covers (the
-processor's crop/pad, :func:`lookright.eval.localisation.upsample_map`),
+processor's crop/pad, :func:`lookright.metrics.localisation.upsample_map`),
 negative values are clipped, the map is scaled to [0, 1] by its maximum and coloured with a
 "jet"-like ramp whose opacity grows with the value, then alpha-blended over the image. Boxes
 (normalised ``[x1, y1, x2, y2]``, x by width, y by height) are drawn as rectangles.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lookright.eval.localisation import upsample_map
+from lookright.metrics.localisation import upsample_map
 from lookright.models.geometry import ImageView
 
 # (value, R, G, B) stops of a jet-like colour ramp.

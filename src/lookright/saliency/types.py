@@ -64,7 +64,7 @@ class SaliencyResult:
     def upsampled(self, image_size: tuple[int, int]) -> np.ndarray | None:
         """The response map on the image's ``image_size = (width, height)`` pixels (bilinear,
         placed by :attr:`view`; pixels the grid does not cover are 0)."""
-        from lookright.eval.localisation import upsample_map
+        from lookright.metrics.localisation import upsample_map
 
         if self.response_map is None:
             return None

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
-from lookright.config import GateError
+from lookright.config import GateError, StageFailure
 from lookright.models.base import VLMAdapter
 from lookright.train.datasets import decode_image
 
@@ -35,7 +35,7 @@ PREDICTIONS = pa.schema(
 )
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(StageFailure):
     """Training produced a NaN/inf loss; the last good checkpoint is kept."""
 
 

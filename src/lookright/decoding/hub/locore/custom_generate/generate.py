@@ -6,7 +6,7 @@ Greedy decoding with LocoRE through :func:`lookright.decoding.generate` (strateg
 ``locore_layers``, ``renormalise``. Returns the sequences.
 """
 
-from lookright.decoding.generate import generate_for_transformers
+from lookright.decoding.strategies import generate_for_transformers
 
 
 def generate(model, **kwargs):

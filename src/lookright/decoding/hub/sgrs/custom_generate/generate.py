@@ -7,7 +7,7 @@ and returns the sequences. Parameters as there: ``top_k``, ``max_draws``, ``alph
 ``renormalise`` with LocoRE); ``processor`` + ``questions`` mark the question tokens of J.
 """
 
-from lookright.decoding.generate import generate_for_transformers
+from lookright.decoding.strategies import generate_for_transformers
 
 
 def generate(model, **kwargs):

@@ -22,6 +22,7 @@ repetition_penalty=1.05, ...) would otherwise silently change the strategies.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -321,3 +322,12 @@ def generate_for_transformers(
         **arguments,
     )
     return output.sequences
+
+
+def sample_generator(seed: int, sample_id: str, device: torch.device) -> torch.Generator:
+    """The random stream of one sample, seeded by ``seed`` and its id: answers of the sampling
+    strategies then do not depend on how samples are batched."""
+    digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return generator

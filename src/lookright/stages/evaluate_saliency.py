@@ -10,7 +10,7 @@ For one trained model, on the VQA samples of ``evaluate.split`` with role ``eval
 
 1. greedy completions (left-padded batches, :func:`lookright.train.common.greedy_answers`);
    the answer is the text after the last ``</think>``; correct = normalised exact match with
-   the reference (:mod:`lookright.eval.accuracy`), overall and per ``subset``;
+   the reference (:mod:`lookright.metrics.accuracy`), overall and per ``subset``;
 2. the response-level map of every method of ``evaluate.methods``, teacher-forcing the
    model's OWN completion (:func:`lookright.saliency.api.run_methods`), scored by
    Saliency-R1's alignment score with the evidence boxes and GLIMPSE's NSS / Spearman with the
@@ -57,7 +57,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -65,11 +65,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from lookright.completion import final_answer
 from lookright.config import ConfigError
 from lookright.data.subsample import stratified_indices
-from lookright.eval.accuracy import accuracy_by_subset, exact_match, extract_answer
-from lookright.eval.config import EvaluateConfig, FaithfulnessSection, validate
-from lookright.eval.faithfulness import (
+from lookright.io import write_rows
+from lookright.metrics.accuracy import accuracy_by_subset, exact_match
+from lookright.metrics.faithfulness import (
     auc,
     make_baseline,
     patch_mask,
@@ -77,15 +78,16 @@ from lookright.eval.faithfulness import (
     rank_patches,
     relative_score,
 )
-from lookright.eval.human_alignment import MetricUndefinedWarning, nss, spearman
-from lookright.eval.localisation import alignment_score
-from lookright.io import write_rows
+from lookright.metrics.human_alignment import MetricUndefinedWarning, nss, spearman
+from lookright.metrics.localisation import alignment_score
 from lookright.models.base import VLMAdapter, load_model
 from lookright.models.geometry import ImageView
 from lookright.saliency.api import get_method, run_methods
 from lookright.saliency.batch import prepare_batch
 from lookright.saliency.storage import map_row, write_maps
 from lookright.saliency.types import SaliencyResult
+from lookright.stages.base import Stage
+from lookright.stages.evaluation import EvaluateConfig, FaithfulnessSection, validate
 from lookright.train.common import greedy_answers
 from lookright.train.datasets import STAGE_ROLE, decode_image, load_subsample
 
@@ -163,7 +165,7 @@ def prediction_rows(rows: Sequence[dict], completions: Sequence[str]) -> list[di
             "question": r["question"],
             "reference": r["answer"],
             "completion": c,
-            "answer": extract_answer(c).strip(),
+            "answer": final_answer(c),
             "correct": exact_match(c, r["answer"]),
         }
         for r, c in zip(rows, completions, strict=True)
@@ -268,7 +270,7 @@ def map_metrics(
     ``view`` is the part of the image the map's grid covers (the processor's crop/pad): boxes
     and the human map are compared with the tokens that saw them. The map is compared with
     the human map on the human map's grid (laid on the image and resized bilinearly by
-    :mod:`lookright.eval.human_alignment`). Undefined values (no map, no box, no human map,
+    :mod:`lookright.metrics.human_alignment`). Undefined values (no map, no box, no human map,
     a constant map) are ``None``.
     """
     if saliency_map is None:
@@ -359,7 +361,7 @@ def score_faithfulness(
 ) -> dict[str, dict[str, dict[float, float]]]:
     """Deletion / insertion scores of one sample: ``{method: {kind: {fraction: score}}}``.
 
-    Saliency-R1's protocol (:mod:`lookright.eval.faithfulness`): rank the map's cells, replace
+    Saliency-R1's protocol (:mod:`lookright.metrics.faithfulness`): rank the map's cells, replace
     the top ``k`` % by the baseline (deletion) or restore them on the baseline (insertion);
     score = ``100 * exp(mean logp | perturbed - mean logp | original)``.
 
@@ -374,7 +376,7 @@ def score_faithfulness(
     deletion = the original, fraction 1 of deletion = the baseline = fraction 0 of insertion,
     ...) are scored once, and unique ones in batches of ``batch_size`` forwards. Deletion at
     0 % and insertion at 100 % are the original itself: exactly 100. ``view`` maps the cells to
-    the pixels the processor kept (:mod:`lookright.eval.faithfulness`).
+    the pixels the processor kept (:mod:`lookright.metrics.faithfulness`).
     """
     pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
     base = make_baseline(pixels, f.baseline, f.blur_radius)
@@ -703,48 +705,44 @@ OUTPUTS = (
 )
 
 
-def add_evaluate_saliency_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Stage-specific arguments of ``lookright evaluate-saliency``: ``--model-dir``, ``--data``.
+class EvaluateSaliency(Stage):
+    name: ClassVar[str] = "evaluate_saliency"
+    help: ClassVar[str] = "accuracy, saliency maps, alignment, human alignment, faithfulness"
+    input_context: ClassVar[str] = "evaluation"
+    outputs: ClassVar[tuple[str, ...]] = OUTPUTS
 
-    The arguments every stage has (``--config-json``, ``--config``, ``--out``,
-    ``--results-dir``, ``--tag``, ``--param``, ``--upstream``, ``--fail-for-test``) come from
-    ``lookright.cli._stage_parser``.
-    """
-    parser.add_argument(
-        "--model-dir", required=True, type=Path, help="checkpoint folder with config.json"
-    )
-    parser.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
-    return parser
+    def config_class(self) -> type:
+        return EvaluateConfig
 
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--model-dir", required=True, type=Path, help="checkpoint folder with config.json"
+        )
+        parser.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
 
-def evaluate_saliency_main(args: argparse.Namespace) -> int:
-    """Entry point of ``lookright evaluate-saliency``."""
-    from lookright.config import load_stage_config
-    from lookright.stage import data_inputs, fail_if_asked, stage_execution
+    def check(self, cfg: Any, args: argparse.Namespace) -> None:
+        validate(cfg)
+        if not (Path(args.model_dir) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"--model-dir {args.model_dir}: no config.json (not a checkpoint)"
+            )
 
-    cfg = validate(load_stage_config(EvaluateConfig, *args.config, *args.config_json))
-    if not (Path(args.model_dir) / "config.json").is_file():  # before the MLflow run opens
-        raise FileNotFoundError(f"--model-dir {args.model_dir}: no config.json (not a checkpoint)")
-    start = time.perf_counter()
-    with stage_execution(
-        "evaluate_saliency",
-        cfg,
-        out_dir=args.out,
-        results_dir=args.results_dir,
-        tags=dict(args.tag),
-        upstream=dict(args.upstream),
-        params=dict(getattr(args, "param", [])),
-        inputs=data_inputs(args.data),
-        input_context="evaluation",
-    ) as run:
-        fail_if_asked(args, "evaluate_saliency")
+    def run(self, cfg: Any, args: argparse.Namespace, run: Any) -> dict[str, Any]:
+        started = time.perf_counter()
         metrics = run_evaluate_saliency(cfg, args.model_dir, args.data, args.out, run)
-        for name in OUTPUTS:
-            run.log_artifact(Path(args.out) / name)
-    print(
-        f"evaluate_saliency: {int(metrics['n_samples'])} samples, VQA accuracy "
-        f"{metrics.get('vqa_accuracy', math.nan):.3f}, {len(cfg.evaluate.methods)} methods, "
-        f"{int(metrics['n_faithfulness_samples'])} faithfulness samples "
-        f"({time.perf_counter() - start:.1f} s) -> {args.out}"
-    )
-    return 0
+        return {
+            **metrics,
+            "wall_s": time.perf_counter() - started,
+            "n_methods": len(cfg.evaluate.methods),
+        }
+
+    def summary(self, result: dict[str, Any], args: argparse.Namespace) -> str:
+        return (
+            f"evaluate_saliency: {int(result['n_samples'])} samples, VQA accuracy "
+            f"{result.get('vqa_accuracy', math.nan):.3f}, {result['n_methods']} methods, "
+            f"{int(result['n_faithfulness_samples'])} faithfulness samples "
+            f"({result['wall_s']:.1f} s) -> {args.out}"
+        )
+
+
+STAGE = EvaluateSaliency()

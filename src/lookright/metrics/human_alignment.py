@@ -9,7 +9,7 @@ GLIMPSE evaluates maps against VQA-HAT human attention with
 
 Both metrics work on the HUMAN map's grid: the model map (e.g. a 16x16 visual-token grid) is
 resized to the human map's ``(height, width)`` with Pillow bilinear interpolation
-(:func:`lookright.eval.localisation.resize_map`; half-pixel centres, antialiased when
+(:func:`lookright.metrics.localisation.resize_map`; half-pixel centres, antialiased when
 shrinking), laid on the part of the image its grid covers (``view``, e.g. LLaVA's centre
 crop; image areas outside it get 0: the model never saw them). Undefined values (constant map, empty fixation set, NaN input) give NaN and a
 :class:`MetricUndefinedWarning`, never an exception.
@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 from scipy import stats
 
-from lookright.eval.localisation import map_on_image
+from lookright.metrics.localisation import map_on_image
 from lookright.models.geometry import ImageView
 
 __all__ = ["MetricUndefinedWarning", "fixation_mask", "nss", "spearman"]

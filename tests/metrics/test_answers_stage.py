@@ -5,7 +5,6 @@ Expected numbers are worked out by hand in the comments next to each answer.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -18,21 +17,19 @@ import pytest
 from lookright import tracking
 from lookright.config import ConfigError
 from lookright.data.schema import SAMPLES
-from lookright.decoding.stage import DECODED
-from lookright.eval.answers_stage import (
+from lookright.io import SchemaError, write_rows
+from lookright.metrics.chair import get_singulariser, singularise
+from lookright.stages.decode import DECODED
+from lookright.stages.evaluate_answers import (
     ANSWER_COLUMNS,
     CAPTIONS_TABLE,
     CHAIR_TABLE,
     POPE_TABLE,
-    add_evaluate_answers_arguments,
     build_vocabulary,
-    evaluate_answers_main,
     read_synonyms_file,
     run_evaluate_answers,
 )
-from lookright.eval.chair import get_singulariser, singularise
-from lookright.eval.config import EvaluateConfig
-from lookright.io import SchemaError, write_rows
+from lookright.stages.evaluation import EvaluateConfig
 
 # (sample_id, pope_split, answer, reference) -> parsed prediction, outcome
 POPE = [
@@ -356,13 +353,11 @@ def test_coco_captions_use_synonyms(tmp_path: Path) -> None:
 
 
 def _main_args(answers: Path, data: Path, out: Path, results: Path, *extra: str):
-    from lookright.cli import _stage_parser
+    from lookright.cli import parse_args
 
-    sub = argparse.ArgumentParser().add_subparsers()
-    parser = add_evaluate_answers_arguments(_stage_parser(sub, "evaluate-answers", "test"))
-    return parser.parse_args(
+    return parse_args(
         [
-            "--answers", str(answers), "--data", str(data), "--out", str(out),
+            "evaluate-answers", "--answers", str(answers), "--data", str(data), "--out", str(out),
             "--results-dir", str(results), "--tag", "snakemake.rule=evaluate_answers",
             "--param", "strategy=greedy", "--param", "model=tiny", *extra,
         ]
@@ -376,7 +371,7 @@ def test_stage_main_logs_a_finished_run(inputs, tmp_path: Path, monkeypatch, cap
     out = tmp_path / "results" / "evaluate_answers" / "tiny" / "greedy"
     args = _main_args(answers, data, out, tmp_path / "results")
     with pytest.warns(UserWarning, match="outside the CHAIR vocabulary"):
-        assert evaluate_answers_main(args) == 0
+        assert args.func(args) == 0
     assert "POPE avg F1 0.778" in capsys.readouterr().out
 
     uri = tracking.default_tracking_uri(tmp_path / "results")
@@ -400,6 +395,6 @@ def test_stage_main_logs_a_finished_run(inputs, tmp_path: Path, monkeypatch, cap
 
     failing = _main_args(answers, data, tmp_path / "fail", tmp_path / "results", "--fail-for-test")
     with pytest.raises(RuntimeError, match="failing on purpose"):
-        evaluate_answers_main(failing)
+        failing.func(failing)
     statuses = sorted(r.info.status for r in tracking.find_runs(uri, stage="evaluate_answers"))
     assert statuses == ["FAILED", "FINISHED"]

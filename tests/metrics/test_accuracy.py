@@ -1,4 +1,4 @@
-"""Tests of lookright.eval.accuracy."""
+"""Tests of lookright.metrics.accuracy."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import math
 
 import pytest
 
-from lookright.eval.accuracy import (
+from lookright.metrics.accuracy import (
     accuracy,
     accuracy_by_subset,
     exact_match,
-    extract_answer,
     normalise_answer,
 )
 
@@ -30,12 +29,6 @@ from lookright.eval.accuracy import (
 )
 def test_normalise_answer(text, expected):
     assert normalise_answer(text) == expected
-
-
-def test_extract_answer():
-    assert extract_answer("<think>x</think>red") == "red"
-    assert extract_answer("red") == "red"
-    assert extract_answer("<think>x") == ""
 
 
 def test_exact_match():

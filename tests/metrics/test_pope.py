@@ -1,4 +1,4 @@
-"""Tests of lookright.eval.pope."""
+"""Tests of lookright.metrics.pope."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lookright.eval.pope import parse_yes_no, pope_by_split, pope_metrics
+from lookright.metrics.pope import parse_yes_no, pope_by_split, pope_metrics
 
 
 @pytest.mark.parametrize(

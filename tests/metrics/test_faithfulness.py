@@ -1,4 +1,4 @@
-"""Tests of lookright.eval.faithfulness (Saliency-R1 deletion / insertion)."""
+"""Tests of lookright.metrics.faithfulness (Saliency-R1 deletion / insertion)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lookright.eval.faithfulness import (
+from lookright.metrics.faithfulness import (
     auc,
     cell_boundaries,
     curve,

@@ -1,11 +1,11 @@
-"""Tests of lookright.eval.localisation (Saliency-R1 alignment score, map resizing)."""
+"""Tests of lookright.metrics.localisation (Saliency-R1 alignment score, map resizing)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lookright.eval.localisation import alignment_score, box_coverage, resize_map, upsample_map
+from lookright.metrics.localisation import alignment_score, box_coverage, resize_map, upsample_map
 
 
 def test_quarter_box_on_uniform_map():

@@ -18,28 +18,18 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["accuracy", "accuracy_by_subset", "exact_match", "extract_answer", "normalise_answer"]
+from lookright.completion import final_answer
+
+__all__ = ["accuracy", "accuracy_by_subset", "exact_match", "normalise_answer"]
 
 _TAG = re.compile(r"<[^<>]*>")
 _ARTICLES = frozenset({"a", "an", "the"})
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
 
 
-def extract_answer(text: str) -> str:
-    """The answer part of a completion: text after the last ``</think>``.
-
-    Without ``</think>``: the whole text, unless it opens a ``<think>`` block (then ``""``).
-    """
-    if "</think>" in text:
-        return text.rsplit("</think>", 1)[1]
-    if "<think>" in text:
-        return ""
-    return text
-
-
 def normalise_answer(text: str) -> str:
     """Normalise an answer for exact match (see the module docstring)."""
-    answer = _TAG.sub(" ", extract_answer(text))
+    answer = _TAG.sub(" ", final_answer(text))
     words = answer.lower().translate(_PUNCT).split()
     return " ".join(w for w in words if w not in _ARTICLES)
 

@@ -17,28 +17,33 @@ stream per sample (seeded by ``seed`` and the sample id), so answers do not depe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from lookright.config import ConfigError
-from lookright.decoding.config import DecodeConfig, locore_params, sgrs_params, validate
-from lookright.decoding.generate import generate, question_key_mask
-from lookright.decoding.params import STRATEGIES
-from lookright.eval.pope import parse_yes_no, pope_by_split
+from lookright.completion import final_answer
+from lookright.config import ConfigError, ModelSection, TrackingConfig
+from lookright.decoding.params import (
+    REFERENCE_SGRS_LAYERS,
+    STRATEGIES,
+    DecodingParameterError,
+    LocoreParams,
+    SgrsParams,
+)
+from lookright.decoding.strategies import generate, question_key_mask, sample_generator
 from lookright.io import write_rows
+from lookright.metrics.pope import parse_yes_no, pope_by_split
 from lookright.models.base import load_model
+from lookright.stages.base import Stage
 from lookright.train.datasets import STAGE_ROLE, decode_image, load_subsample
-
-THINK_CLOSE = "</think>"
 
 DECODED = pa.schema(
     [
@@ -75,17 +80,115 @@ wall time divided by its size.
 """
 
 
-def sample_generator(seed: int, sample_id: str, device: torch.device) -> torch.Generator:
-    """The random stream of one sample: seeded by ``seed`` and the sample id."""
-    digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-    return generator
+# -- config --------------------------------------------------------------------------------
+
+DECODE_TASKS = ("pope", "caption")
 
 
-def final_answer(text: str) -> str:
-    """The text after the last ``</think>``, stripped (the whole text without one)."""
-    return text.rsplit(THINK_CLOSE, 1)[-1].strip()
+@dataclass
+class SgrsSection:
+    top_k: int = 5  # K (also the K of the ``sample`` strategy)
+    max_draws: int = 3  # R
+    alpha: float = 0.6
+    history: int = 5  # W
+    layers: list[float] = field(default_factory=lambda: list(REFERENCE_SGRS_LAYERS))
+
+
+@dataclass
+class LocoreSection:
+    beta: float | None = None  # None: per family (llava 0.15, qwen2_vl/qwen2_5_vl 0.20)
+    window: int = 5  # w_s
+    layers: list[float] | None = None  # None: every decoder layer
+    renormalise: bool = True
+
+
+@dataclass
+class DecodeSection:
+    split: str = "test"
+    tasks: list[str] = field(default_factory=lambda: list(DECODE_TASKS))
+    max_samples: int | None = None  # per task; None = all
+    batch_size: int = 8
+    max_new_tokens: dict[str, int] = field(default_factory=lambda: {"pope": 64, "caption": 128})
+    num_beams: int = 5  # strategy ``beam``
+    token_saliency: bool = True  # also score the tokens of greedy / sample / locore
+    device: str = "auto"  # auto = cuda if available, else cpu
+    dtype: str = "auto"  # auto (checkpoint's), float32, bfloat16, float16
+    attn_implementation: str = "sdpa"  # sdpa or eager
+    sgrs: SgrsSection = field(default_factory=SgrsSection)
+    locore: LocoreSection = field(default_factory=LocoreSection)
+
+
+@dataclass
+class DecodeConfig:
+    seed: int = 0
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    decode: DecodeSection = field(default_factory=DecodeSection)
+
+
+def sgrs_params(section: SgrsSection) -> SgrsParams:
+    try:
+        return SgrsParams(
+            top_k=section.top_k,
+            max_draws=section.max_draws,
+            alpha=section.alpha,
+            history=section.history,
+            layers=tuple(section.layers),
+        )
+    except DecodingParameterError as error:
+        raise ConfigError(f"decode.sgrs: {error}") from None
+
+
+def locore_params(section: LocoreSection) -> LocoreParams:
+    try:
+        return LocoreParams(
+            beta=section.beta,
+            window=section.window,
+            layers=None if section.layers is None else tuple(section.layers),
+            renormalise=section.renormalise,
+        )
+    except DecodingParameterError as error:
+        raise ConfigError(f"decode.locore: {error}") from None
+
+
+def validate(cfg: DecodeConfig) -> DecodeConfig:
+    """Range checks of the ``decode`` section; a :class:`ConfigError` names the key."""
+    d = cfg.decode
+    if d.split not in ("train", "val", "test"):
+        raise ConfigError(f"decode.split must be one of train, val, test, got {d.split!r}")
+    unknown = [t for t in d.tasks if t not in DECODE_TASKS]
+    if unknown or not d.tasks:
+        raise ConfigError(
+            f"decode.tasks must be a non-empty subset of {list(DECODE_TASKS)}, got {d.tasks}"
+        )
+    missing = [t for t in d.tasks if t not in d.max_new_tokens]
+    if missing:
+        raise ConfigError(f"decode.max_new_tokens has no entry for task(s) {missing}")
+    for task, value in d.max_new_tokens.items():
+        if value < 1:
+            raise ConfigError(f"decode.max_new_tokens.{task} must be >= 1, got {value}")
+    if d.max_samples is not None and d.max_samples < 1:
+        raise ConfigError(f"decode.max_samples must be >= 1 or null, got {d.max_samples}")
+    if d.batch_size < 1:
+        raise ConfigError(f"decode.batch_size must be >= 1, got {d.batch_size}")
+    if d.num_beams < 1:
+        raise ConfigError(f"decode.num_beams must be >= 1, got {d.num_beams}")
+    if d.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(
+            f"decode.dtype must be one of auto, float32, bfloat16, float16, got {d.dtype!r}"
+        )
+    if d.attn_implementation not in ("sdpa", "eager"):
+        raise ConfigError(
+            f"decode.attn_implementation must be sdpa or eager, got {d.attn_implementation!r}"
+        )
+    if d.device != "auto" and not d.device.startswith(("cpu", "cuda")):
+        raise ConfigError(f"decode.device must be auto, cpu or cuda[:N], got {d.device!r}")
+    sgrs_params(d.sgrs)
+    locore_params(d.locore)
+    return cfg
+
+
+# -- the run --------------------------------------------------------------------------------
 
 
 def _device(name: str) -> torch.device:
@@ -253,62 +356,52 @@ def decode_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 # -- CLI ----------------------------------------------------------------------------------
 
 
-def add_decode_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``lookright decode``.
-
-    Adds ``--model-dir``, ``--data``, ``--strategy``; also the arguments every stage has
-    (``--config-json``, ``--config``, ``--out``, ``--results-dir``, ``--tag``, ``--upstream``,
-    ``--fail-for-test``) unless the parser has them already (e.g. built by ``cli._stage_parser``).
-    """
-    if "--out" not in parser._option_string_actions:
-        from lookright.cli import _key_value
-
-        parser.add_argument("--config-json", action="append", default=[], metavar="JSON")
-        parser.add_argument("--config", action="append", default=[], metavar="YAML", type=Path)
-        parser.add_argument("--out", required=True, type=Path, help="output folder")
-        parser.add_argument("--results-dir", default=Path("results"), type=Path)
-        parser.add_argument("--tag", action="append", default=[], type=_key_value)
-        parser.add_argument("--upstream", action="append", default=[], type=_key_value)
-        parser.add_argument("--fail-for-test", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--model-dir", required=True, type=Path, help="checkpoint folder (save_pretrained)"
-    )
-    parser.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
-    parser.add_argument(
-        "--strategy", required=True, help=f"decoding strategy: {', '.join(STRATEGIES)}"
-    )
-    return parser
+# -- the stage ------------------------------------------------------------------------------
 
 
-def decode_main(args: argparse.Namespace) -> int:
-    """Entry point of ``lookright decode`` (arguments from :func:`add_decode_arguments`)."""
-    from lookright.config import load_stage_config
-    from lookright.stage import data_inputs, fail_if_asked, stage_execution
+class Decode(Stage):
+    name: ClassVar[str] = "decode"
+    help: ClassVar[str] = "decode POPE/caption prompts with one strategy"
+    input_context: ClassVar[str] = "inference"
+    outputs: ClassVar[tuple[str, ...]] = ("answers.parquet", "metrics.json")
 
-    if args.strategy not in STRATEGIES:
-        raise ConfigError(f"--strategy must be one of {list(STRATEGIES)}, got {args.strategy!r}")
-    if not (Path(args.model_dir) / "config.json").exists():
-        raise FileNotFoundError(f"--model-dir {args.model_dir}: no config.json (not a checkpoint)")
-    cfg = validate(load_stage_config(DecodeConfig, *args.config, *args.config_json))
-    tags = {**dict(args.tag), "lookright.strategy": args.strategy}
-    start = time.perf_counter()
-    with stage_execution(
-        "decode",
-        cfg,
-        out_dir=args.out,
-        results_dir=args.results_dir,
-        tags=tags,
-        upstream=dict(args.upstream),
-        inputs=data_inputs(args.data),
-        input_context="inference",
-    ) as run:
-        fail_if_asked(args, "decode")
+    def config_class(self) -> type:
+        return DecodeConfig
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--model-dir", required=True, type=Path, help="checkpoint folder (save_pretrained)"
+        )
+        parser.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
+        parser.add_argument(
+            "--strategy", required=True, help=f"decoding strategy: {', '.join(STRATEGIES)}"
+        )
+
+    def check(self, cfg: Any, args: argparse.Namespace) -> None:
+        if args.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"--strategy must be one of {list(STRATEGIES)}, got {args.strategy!r}"
+            )
+        if not (Path(args.model_dir) / "config.json").exists():
+            raise FileNotFoundError(
+                f"--model-dir {args.model_dir}: no config.json (not a checkpoint)"
+            )
+        validate(cfg)
+
+    def tags(self, cfg: Any, args: argparse.Namespace) -> dict[str, str]:
+        return {**dict(args.tag), "lookright.strategy": args.strategy}
+
+    def run(self, cfg: Any, args: argparse.Namespace, run: Any) -> dict[str, Any]:
+        started = time.perf_counter()
         metrics = run_decode(cfg, args.model_dir, args.data, args.strategy, args.out, run)
-        run.log_artifact(Path(args.out) / "answers.parquet")
-        run.log_artifact(Path(args.out) / "metrics.json")
-    print(
-        f"decode {args.strategy}: {int(metrics['n_samples'])} samples, "
-        f"{metrics['tokens_per_s']:.1f} tokens/s ({time.perf_counter() - start:.1f} s) "
-        f"-> {args.out}/answers.parquet"
-    )
-    return 0
+        return {**metrics, "wall_s": time.perf_counter() - started}
+
+    def summary(self, result: dict[str, Any], args: argparse.Namespace) -> str:
+        return (
+            f"decode {args.strategy}: {int(result['n_samples'])} samples, "
+            f"{result['tokens_per_s']:.1f} tokens/s ({result['wall_s']:.1f} s) "
+            f"-> {args.out}/answers.parquet"
+        )
+
+
+STAGE = Decode()

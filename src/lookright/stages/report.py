@@ -1,33 +1,78 @@
 """The ``report`` stage: every evaluation output gathered into tables, plots and one page.
 
-    lookright report --eval-dir results/eval --grpo-dir results/grpo --data results/data \\
-        --out results/report [--config-json '{"report": {...}, "seed": 0}']
+    lookright report --evaluation results/eval/<model>/<source>/saliency ... \\
+        --grpo-samples results/grpo/<model>/<reward_set>/samples.parquet ... \\
+        --data results/data --out results/report [--config-json '{"report": {...}}']
 
 Writes into ``--out``: ``answers.parquet`` and ``saliency.parquet`` (the summary tables,
 :mod:`lookright.report.tables`; zero rows when not available), ``summary.md`` (Markdown),
 ``report.html`` (self-contained), ``plots/*.png`` (deletion/insertion and GRPO reward curves)
 and ``gallery/gallery__<model>.png`` (saliency gallery sheets), all logged as artifacts of one
-MLflow run. Missing pieces make their section say "not available"; an evaluation folder with
-no output at all is an error naming it.
+MLflow run. It reads exactly the folders and files it is given (the ones its rule declares),
+never a whole results tree, so a branch left over from an older config never enters it.
+Missing pieces make their section say "not available"; a given evaluation folder with no
+output at all is an error naming it.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from lookright.config import ConfigError, TrackingConfig, load_stage_config
 from lookright.io import atomic_write_table
-from lookright.report.collect import KEY_COLUMNS, EvalOutputs, discover, load_grpo
-from lookright.report.config import ReportConfig, load_report_config, validate
+from lookright.report.collect import KEY_COLUMNS, EvalOutputs, collect, load_grpo
+from lookright.report.config import ReportSection
 from lookright.report.content import ReportContent, summary_markdown
 from lookright.report.files import atomic_write_text
 from lookright.report.gallery import build_galleries
 from lookright.report.html import render_html
 from lookright.report.plots import faithfulness_plots, reward_plots
 from lookright.report.tables import answers_table, curves_table, saliency_table
+from lookright.stages.base import Stage
+
+
+@dataclass
+class ReportConfig:
+    seed: int = 0
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportSection = field(default_factory=ReportSection)
+
+
+def validate(cfg: ReportConfig) -> ReportConfig:
+    """Range checks of the ``report`` section; a :class:`ConfigError` names the key."""
+    from lookright.saliency.api import available_methods
+
+    r = cfg.report
+    if r.gallery_samples < 0:
+        raise ConfigError(f"report.gallery_samples must be >= 0, got {r.gallery_samples}")
+    if r.smooth_window < 1:
+        raise ConfigError(f"report.smooth_window must be >= 1, got {r.smooth_window}")
+    if r.gallery_methods is not None:
+        methods = r.gallery_methods
+        if not methods or any(not m.strip() for m in methods):
+            raise ConfigError(
+                f"report.gallery_methods must be null (all methods) or a non-empty list of "
+                f"method names, got {methods}"
+            )
+        duplicates = sorted({m for m in methods if methods.count(m) > 1})
+        if duplicates:
+            raise ConfigError(f"report.gallery_methods lists {duplicates} more than once")
+        unknown = [m for m in methods if m not in available_methods()]
+        if unknown:
+            raise ConfigError(
+                f"report.gallery_methods: unknown method(s) {unknown}; valid: {available_methods()}"
+            )
+    return cfg
+
+
+def load_report_config(*sources: str | Path | dict | None) -> ReportConfig:
+    """Defaults, merged with ``sources`` (YAML paths, JSON strings, dicts), validated."""
+    return validate(load_stage_config(ReportConfig, *sources))
 
 
 def _empty(*extra: str) -> pa.Table:
@@ -35,12 +80,12 @@ def _empty(*extra: str) -> pa.Table:
     return pa.table({n: pa.array([], pa.string()) for n in names})
 
 
-def _missing(outputs: EvalOutputs, grpo_dir: Path | None, cfg: ReportConfig) -> dict[str, str]:
+def _missing(outputs: EvalOutputs, n_grpo: int, cfg: ReportConfig) -> dict[str, str]:
     root = outputs.root
     rewards = (
-        "no GRPO folder given (--grpo-dir)"
-        if grpo_dir is None
-        else f"no GRPO rollouts (<model>/<reward_set>/samples.parquet) under {grpo_dir}"
+        "no GRPO rollouts given (--grpo-samples)"
+        if n_grpo == 0
+        else f"none of the {n_grpo} GRPO rollout tables given has a reward column"
     )
     gallery = (
         "report.gallery_samples is 0"
@@ -87,8 +132,8 @@ def _log(run: Any, out: Path, content: ReportContent) -> None:
 
 def run_report(
     cfg: ReportConfig,
-    eval_dir: str | Path,
-    grpo_dir: str | Path | None,
+    evaluations: list[str | Path],
+    grpo_samples: list[str | Path],
     data_dir: str | Path | None,
     out_dir: str | Path,
     run: Any = None,
@@ -98,16 +143,15 @@ def run_report(
     out = Path(out_dir)
     for folder in (out, out / "plots", out / "gallery"):  # declared outputs, even when empty
         folder.mkdir(parents=True, exist_ok=True)
-    outputs = discover(eval_dir)
-    grpo = None if grpo_dir is None else Path(grpo_dir)
+    outputs = collect(evaluations)
     content = ReportContent(
         eval_dir=outputs.root,
         answers=answers_table(outputs),
         saliency=saliency_table(outputs),
         curve_plots=faithfulness_plots(curves_table(outputs), out / "plots"),
-        reward_plots=reward_plots(load_grpo(grpo), cfg.report.smooth_window, out / "plots"),
+        reward_plots=reward_plots(load_grpo(grpo_samples), cfg.report.smooth_window, out / "plots"),
         galleries=build_galleries(outputs, data_dir, cfg.report, out / "gallery"),
-        **_missing(outputs, grpo, cfg),
+        **_missing(outputs, len(grpo_samples), cfg),
     )
     if content.galleries and (data_dir is None or not Path(data_dir).is_dir()):
         content.notes.append(f"data folder {data_dir} not found: gallery maps drawn on grey")
@@ -151,45 +195,55 @@ def run_report(
 # -- CLI ----------------------------------------------------------------------------------
 
 
-def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--eval-dir`` (required), ``--grpo-dir``, ``--data`` of ``lookright report``.
-
-    The arguments every stage has (``--config-json``, ``--out``, ...) come from
-    ``lookright.cli._stage_parser``.
-    """
-    parser.add_argument(
-        "--eval-dir", required=True, type=Path, help="evaluate output root (results/eval)"
-    )
-    parser.add_argument(
-        "--grpo-dir", default=None, type=Path, help="GRPO output root (results/grpo); optional"
-    )
-    parser.add_argument(
-        "--data", default=None, type=Path, help="prepare_data output folder (gallery images)"
-    )
-    return parser
+# -- the stage ------------------------------------------------------------------------------
 
 
-def report_main(args: argparse.Namespace) -> int:
-    """Entry point of ``lookright report`` (arguments from :func:`add_report_arguments`)."""
-    from lookright.stage import fail_if_asked, stage_execution
+class Report(Stage):
+    name: ClassVar[str] = "report"
+    help: ClassVar[str] = "tables, plots, gallery and report.html of every evaluation"
+    input_context: ClassVar[str] = "evaluation"
 
-    cfg = load_report_config(*args.config, *args.config_json)
-    discover(args.eval_dir)  # fail before opening a run when there is nothing to report
-    with stage_execution(
-        "report",
-        cfg,
-        out_dir=args.out,
-        results_dir=args.results_dir,
-        tags=dict(args.tag),
-        upstream=dict(args.upstream),
-        params=dict(args.param),
-    ) as run:
-        fail_if_asked(args, "report")
-        summary = run_report(cfg, args.eval_dir, args.grpo_dir, args.data, args.out, run)
-    missing = ", ".join(summary["not_available"]) or "none"
-    print(
-        f"report: {summary['answers_rows']} answer rows, {summary['saliency_rows']} saliency "
-        f"rows, {len(summary['plots'])} plots, {len(summary['galleries'])} galleries "
-        f"(not available: {missing}) -> {summary['report_html']}"
-    )
-    return 0
+    def config_class(self) -> type:
+        return ReportConfig
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--evaluation",
+            action="append",
+            default=[],
+            type=Path,
+            metavar="DIR",
+            help="an evaluation folder (<model>/<source>/saliency or .../<strategy>); repeatable",
+        )
+        parser.add_argument(
+            "--grpo-samples",
+            action="append",
+            default=[],
+            type=Path,
+            metavar="PARQUET",
+            help="a GRPO branch's samples.parquet (reward curves); repeatable",
+        )
+        parser.add_argument(
+            "--data", default=None, type=Path, help="prepare_data output folder (gallery images)"
+        )
+
+    def check(self, cfg: Any, args: argparse.Namespace) -> None:
+        validate(cfg)
+        collect(args.evaluation)  # nothing to report: fail before the MLflow run opens
+
+    def inputs(self, args: argparse.Namespace) -> dict[str, Path]:
+        return {}
+
+    def run(self, cfg: Any, args: argparse.Namespace, run: Any) -> dict[str, Any]:
+        return run_report(cfg, args.evaluation, args.grpo_samples, args.data, args.out, run)
+
+    def summary(self, result: dict[str, Any], args: argparse.Namespace) -> str:
+        missing = ", ".join(result["not_available"]) or "none"
+        return (
+            f"report: {result['answers_rows']} answer rows, {result['saliency_rows']} saliency "
+            f"rows, {len(result['plots'])} plots, {len(result['galleries'])} galleries "
+            f"(not available: {missing}) -> {result['report_html']}"
+        )
+
+
+STAGE = Report()

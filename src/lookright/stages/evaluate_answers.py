@@ -6,7 +6,7 @@
         [--param strategy=<strategy> --param model=<model>]
 
 Pure metrics, no model: reads the ``decode`` stage's ``answers.parquet`` (schema ``DECODED``
-in :mod:`lookright.decoding.stage`; its ``answer`` column, the text after the last
+in :mod:`lookright.stages.decode`; its ``answer`` column, the text after the last
 ``</think>``, is what is scored) and the ground-truth objects of the caption samples in
 ``prepare_data``'s ``samples.parquet`` (``objects`` and the vocabulary they are named in,
 ``object_vocabulary``), and writes into ``--out`` (all Parquet written atomically):
@@ -34,10 +34,10 @@ present), ``average`` (unweighted mean of the split metrics, as papers report it
     chair_n_reference_mentions, time_per_sample_s/<task>, tokens_per_s/<task>
 
 Definitions (METHODS.md section 10): POPE (Li et al. 2023) parses each answer with
-:func:`lookright.eval.pope.parse_yes_no` and reports accuracy, precision, recall, F1 with
+:func:`lookright.metrics.pope.parse_yes_no` and reports accuracy, precision, recall, F1 with
 "yes" as the positive class and the yes-ratio of the predictions; CHAIR (Rohrbach et al.
 2018) is CHAIRs = captions with >= 1 hallucinated object / captions and CHAIRi =
-hallucinated object mentions / object mentions (:func:`lookright.eval.chair.chair_metrics`).
+hallucinated object mentions / object mentions (:func:`lookright.metrics.chair.chair_metrics`).
 The vocabulary follows the data (``evaluate.chair.vocabulary: auto``): COCO's 80 classes for
 captions read by the coco reader, the shapes vocabulary for the synthetic data; an explicit
 vocabulary that contradicts the data is a :class:`ConfigError`. CHAIR that finds no object
@@ -58,13 +58,14 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lookright.config import ConfigError
-from lookright.eval.chair import (
+from lookright.io import SchemaError, write_rows
+from lookright.metrics.chair import (
     SHAPES_VOCABULARY,
     ChairVocabulary,
     Singulariser,
@@ -76,20 +77,18 @@ from lookright.eval.chair import (
     extract_objects,
     get_singulariser,
 )
-from lookright.eval.config import EvaluateConfig, validate
-from lookright.eval.pope import POPE_METRICS, parse_yes_no, pope_by_split, pope_metrics
-from lookright.io import SchemaError, write_rows
+from lookright.metrics.pope import POPE_METRICS, parse_yes_no, pope_by_split, pope_metrics
+from lookright.stages.base import Stage, data_inputs
+from lookright.stages.evaluation import EvaluateConfig, validate
 
 __all__ = [
     "ANSWER_COLUMNS",
     "CAPTIONS_TABLE",
     "CHAIR_TABLE",
     "POPE_TABLE",
-    "add_evaluate_answers_arguments",
     "build_vocabulary",
     "chair_row",
     "data_vocabulary",
-    "evaluate_answers_main",
     "latency_metrics",
     "load_answers",
     "load_ground_truth",
@@ -97,7 +96,6 @@ __all__ = [
     "run_evaluate_answers",
 ]
 
-STAGE = "evaluate_answers"
 ANSWER_COLUMNS: tuple[str, ...] = (
     "sample_id",
     "image_id",
@@ -212,7 +210,7 @@ def read_synonyms_file(path: str | Path) -> dict[str, list[str]]:
 
     One class per line, either in the original CHAIR ``synonyms.txt`` form
     ``name, synonym, synonym`` or in lookright's ``name: synonym, synonym`` form (the form
-    of :func:`lookright.eval.chair.coco_vocabulary`'s list); lines of one class are merged,
+    of :func:`lookright.metrics.chair.coco_vocabulary`'s list); lines of one class are merged,
     blank lines and ``#`` comments are skipped.
     """
     lines = []
@@ -551,20 +549,6 @@ def run_evaluate_answers(
 OUTPUTS = ("pope.parquet", "chair.parquet", "captions.parquet", "metrics.json")
 
 
-def add_evaluate_answers_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--answers`` and ``--data`` of ``lookright evaluate-answers``.
-
-    The arguments every stage has (``--config-json``, ``--config``, ``--out``,
-    ``--results-dir``, ``--tag``, ``--param``, ``--upstream``, ``--fail-for-test``) come from
-    ``lookright.cli._stage_parser``.
-    """
-    parser.add_argument(
-        "--answers", required=True, type=Path, help="the decode stage's answers.parquet"
-    )
-    parser.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
-    return parser
-
-
 def _summary(metrics: Mapping[str, float], out: Path) -> str:
     parts = []
     if "pope/average/f1" in metrics:
@@ -582,26 +566,32 @@ def _summary(metrics: Mapping[str, float], out: Path) -> str:
     return f"evaluate_answers: {', '.join(parts) or 'no POPE or caption answers'} -> {out}"
 
 
-def evaluate_answers_main(args: argparse.Namespace) -> int:
-    """Entry point of ``lookright evaluate-answers``: one MLflow run, outputs in ``--out``."""
-    from lookright.config import load_stage_config
-    from lookright.stage import data_inputs, fail_if_asked, stage_execution
+class EvaluateAnswers(Stage):
+    name: ClassVar[str] = "evaluate_answers"
+    help: ClassVar[str] = "POPE, CHAIR and latency of decoded answers"
+    input_context: ClassVar[str] = "evaluation"
+    outputs: ClassVar[tuple[str, ...]] = OUTPUTS
 
-    cfg = validate(load_stage_config(EvaluateConfig, *args.config, *args.config_json))
-    with stage_execution(
-        STAGE,
-        cfg,
-        out_dir=args.out,
-        results_dir=args.results_dir,
-        tags=dict(args.tag),
-        upstream=dict(args.upstream),
-        params=dict(getattr(args, "param", [])),
-        inputs={"answers": args.answers, **data_inputs(args.data)},
-        input_context="evaluation",
-    ) as run:
-        fail_if_asked(args, STAGE)
-        metrics = run_evaluate_answers(cfg, args.answers, args.data, args.out, run)
-        for name in OUTPUTS:
-            run.log_artifact(Path(args.out) / name)
-    print(_summary(metrics, Path(args.out)))
-    return 0
+    def config_class(self) -> type:
+        return EvaluateConfig
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--answers", required=True, type=Path, help="the decode stage's answers.parquet"
+        )
+        parser.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
+
+    def check(self, cfg: Any, args: argparse.Namespace) -> None:
+        validate(cfg)
+
+    def inputs(self, args: argparse.Namespace) -> dict[str, Path]:
+        return {"answers": args.answers, **data_inputs(args.data)}
+
+    def run(self, cfg: Any, args: argparse.Namespace, run: Any) -> dict[str, Any]:
+        return run_evaluate_answers(cfg, args.answers, args.data, args.out, run)
+
+    def summary(self, result: dict[str, Any], args: argparse.Namespace) -> str:
+        return _summary(result, Path(args.out))
+
+
+STAGE = EvaluateAnswers()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -13,28 +12,26 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from lookright.cli import _stage_parser
+from lookright.cli import parse_args
 from lookright.config import ConfigError, load_stage_config
 from lookright.data.schema import IMAGES, SAMPLES
 from lookright.data.shapes import ShapesConfig, generate_split
-from lookright.eval import saliency_stage
-from lookright.eval.config import EvaluateConfig, FaithfulnessSection
-from lookright.eval.saliency_stage import (
-    CURVES,
-    OUTPUTS,
-    PREDICTIONS,
-    add_evaluate_saliency_arguments,
-    completion_logprobs,
-    curve_fractions,
-    evaluate_saliency_main,
-    faithfulness_columns,
-    run_evaluate_saliency,
-)
 from lookright.io import write_rows
 from lookright.models import get_adapter, load_model
 from lookright.models.base import TinySize
 from lookright.models.tokenizer import train_tokenizer
 from lookright.saliency.storage import MAP_SCHEMA
+from lookright.stages import evaluate_saliency as saliency_stage
+from lookright.stages.evaluate_saliency import (
+    CURVES,
+    OUTPUTS,
+    PREDICTIONS,
+    completion_logprobs,
+    curve_fractions,
+    faithfulness_columns,
+    run_evaluate_saliency,
+)
+from lookright.stages.evaluation import EvaluateConfig, FaithfulnessSection
 from lookright.tracking import _safe_key
 from lookright.train.datasets import decode_image, load_samples
 
@@ -285,9 +282,11 @@ def test_completion_logprobs_batched_equals_one_by_one(inputs):
     assert batched[0] == pytest.approx(float(expected.mean()), abs=1e-5)
 
 
+def _run(args) -> int:
+    return args.func(args)
+
+
 def _args(inputs, out, *extra, **evaluate):
-    parser = _stage_parser(argparse.ArgumentParser().add_subparsers(), "evaluate-saliency", "")
-    add_evaluate_saliency_arguments(parser)
     section = {
         "evaluate": {
             "max_samples": 2,
@@ -300,9 +299,9 @@ def _args(inputs, out, *extra, **evaluate):
         },
         "model": {"name": "tiny", "family": "qwen2_5_vl"},
     }
-    return parser.parse_args(
+    return parse_args(
         [
-            "--model-dir", str(inputs / "model"),
+            "evaluate-saliency", "--model-dir", str(inputs / "model"),
             "--data", str(inputs / "data"),
             "--out", str(out),
             "--results-dir", str(inputs / "results"),
@@ -318,7 +317,7 @@ def test_stage_logs_a_finished_run(inputs, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     out = inputs / "results" / "evaluate" / "tiny" / "sft"
-    assert evaluate_saliency_main(_args(inputs, out)) == 0  # real greedy generation
+    assert _run(_args(inputs, out)) == 0  # real greedy generation
     assert "evaluate_saliency: 2 samples" in capsys.readouterr().out
     for name in OUTPUTS:
         assert (out / name).is_file()
@@ -347,12 +346,12 @@ def test_injected_failure_leaves_a_failed_run(inputs, monkeypatch):
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     out = inputs / "results" / "evaluate" / "failing"
     with pytest.raises(RuntimeError, match="failing on purpose"):
-        evaluate_saliency_main(_args(inputs, out, "--fail-for-test"))
+        _run(_args(inputs, out, "--fail-for-test"))
     assert not (out / "run.json").exists()
     client = MlflowClient(tracking_uri=f"sqlite:///{inputs / 'results' / 'mlflow.db'}")
     runs = client.search_runs(
         [client.get_experiment_by_name("lookright").experiment_id],
-        filter_string="tags.`lookright.stage` = 'evaluate_saliency'",
+        filter_string="tags.`lookright.stages.base` = 'evaluate_saliency'",
     )
     assert "FAILED" in {r.info.status for r in runs}
 
@@ -369,14 +368,14 @@ def test_injected_failure_leaves_a_failed_run(inputs, monkeypatch):
 )
 def test_config_errors_name_the_key(inputs, tmp_path, evaluate, message):
     with pytest.raises(ConfigError, match=message):
-        evaluate_saliency_main(_args(inputs, tmp_path / "out", **evaluate))
+        _run(_args(inputs, tmp_path / "out", **evaluate))
 
 
 def test_missing_inputs_are_named(inputs, tmp_path):
     args = _args(inputs, tmp_path / "out")
     args.model_dir = tmp_path / "no-model"
     with pytest.raises(FileNotFoundError, match=r"no-model: no config\.json"):
-        evaluate_saliency_main(args)
+        args.func(args)
     with pytest.raises(FileNotFoundError, match=r"no samples\.parquet"):
         run_evaluate_saliency(_config(), inputs / "model", tmp_path / "empty", tmp_path / "out")
 

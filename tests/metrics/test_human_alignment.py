@@ -1,4 +1,4 @@
-"""Tests of lookright.eval.human_alignment (GLIMPSE NSS / Spearman)."""
+"""Tests of lookright.metrics.human_alignment (GLIMPSE NSS / Spearman)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lookright.eval.human_alignment import MetricUndefinedWarning, fixation_mask, nss, spearman
-from lookright.eval.localisation import resize_map
+from lookright.metrics.human_alignment import MetricUndefinedWarning, fixation_mask, nss, spearman
+from lookright.metrics.localisation import resize_map
 
 
 def test_fixation_mask_percentile():

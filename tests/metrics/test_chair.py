@@ -1,10 +1,10 @@
-"""Tests of lookright.eval.chair (CHAIR, Rohrbach et al. 2018)."""
+"""Tests of lookright.metrics.chair (CHAIR, Rohrbach et al. 2018)."""
 
 from __future__ import annotations
 
 import pytest
 
-from lookright.eval.chair import (
+from lookright.metrics.chair import (
     SHAPES_VOCABULARY,
     ChairVocabulary,
     chair_caption,

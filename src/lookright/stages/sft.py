@@ -1,27 +1,29 @@
-"""Stage ``sft``: supervised fine-tuning on the chain-of-thought format (TRL SFTTrainer).
+"""Stage ``sft``: supervised fine-tuning on the ``<think>...</think>answer`` format.
 
-Starts from the base model (the ``pretrain`` output on the embedded default, a real
-checkpoint or hub id on clusters) and teaches ``<think>...</think>answer`` on the VQA
-samples that have a CoT target (other tasks keep their plain answers). Full fine-tuning or
-PEFT LoRA (``sft.lora.enabled``; the adapter is merged into the saved model so every later
-stage loads a plain checkpoint). Re-running after a kill resumes from the newest checkpoint.
+    lookright sft --data results/data --base <checkpoint or hub id> --out results/sft/<model>
+
+Writes ``model/``, ``metrics.json`` and ``val_predictions.parquet`` (:mod:`lookright.stages.sft`);
+``sft.min_accuracy`` fails the job after writing them when the held-out accuracy is below it.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from trl import SFTConfig
 
-from lookright.config import ConfigError, SftConfig
-from lookright.eval.accuracy import accuracy, exact_match
+from lookright.completion import is_well_formed
+from lookright.config import ConfigError, ModelSection, SftSection, TrackingConfig
 from lookright.io import write_rows
 from lookright.launch import is_main_process
+from lookright.metrics.accuracy import accuracy, exact_match
 from lookright.models import load_model
-from lookright.rewards.format import has_think_format
+from lookright.stages.pretrain import TrainingStage
 from lookright.train.common import (
     PREDICTIONS,
     MlflowStepLogger,
@@ -45,6 +47,14 @@ from lookright.train.datasets import (
     load_samples,
     load_subsample,
 )
+
+
+@dataclass
+class SftConfig:
+    seed: int = 0
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    sft: SftSection = field(default_factory=SftSection)
 
 
 def sft_target(row: dict) -> str:
@@ -149,9 +159,40 @@ def evaluate_sft(cfg: SftConfig, model, processor, adapter, data_dir, out_dir) -
         for r, p in zip(rows, predictions, strict=True)
     ]
     write_rows(records, PREDICTIONS, Path(out_dir) / "val_predictions.parquet")
-    formatted = [has_think_format(p) for p in predictions]
+    formatted = [is_well_formed(p) for p in predictions]
     return {
         "val_vqa_accuracy": accuracy(predictions, references),
         "val_format_rate": sum(formatted) / max(1, len(formatted)),
         "n_val": len(rows),
     }
+
+
+# -- the stage ----------------------------------------------------------------------
+
+
+class Sft(TrainingStage):
+    name: ClassVar[str] = "sft"
+    help: ClassVar[str] = "supervised fine-tuning on the CoT format"
+
+    def config_class(self) -> type:
+        return SftConfig
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("--base", required=True, help="base checkpoint folder or hub id")
+
+    def run(self, cfg: Any, args: argparse.Namespace, run: Any) -> dict[str, Any]:
+        from lookright.stages.sft import run_sft
+
+        metrics = run_sft(cfg, args.base, args.data, args.out, run)
+        self.tag_checkpoint(run, args)
+        return metrics
+
+    def summary(self, result: dict[str, Any], args: argparse.Namespace) -> str:
+        return (
+            f"sft: held-out VQA accuracy {result['val_vqa_accuracy']:.3f}, "
+            f"format rate {result['val_format_rate']:.3f} -> {args.out}/model"
+        )
+
+
+STAGE = Sft()

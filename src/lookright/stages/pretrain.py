@@ -1,32 +1,34 @@
-"""Stage ``pretrain``: train a tiny base VLM of one family from scratch on the shapes data.
+"""Stage ``pretrain``: a tiny base VLM trained from scratch (the embedded default's stand-in
+for a pretrained checkpoint).
 
-Real users start from a pretrained VLM; the embedded default has no weights to download, so
-lookright trains its own tiny base the same way (TRL's SFTTrainer, full training) and
-records its held-out accuracy. The recipe that works on 2 CPU cores (see config/README.md):
-one object per 28-px grid cell (= one merged visual token), an answer that names the shape
-before the colour (``The {shape} {color}``), the vision encoder frozen at its random init,
-text 128 x 4 layers, AdamW 1e-3, batch 32.
+    lookright pretrain --data results/data --out results/pretrain/<model>
+
+Writes ``model/`` (``save_pretrained``), ``metrics.json`` and ``val_predictions.parquet``
+(:mod:`lookright.stages.pretrain`); resumes from its last checkpoint after a kill.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import torch
 from trl import SFTConfig
 
-from lookright.config import PretrainConfig
-from lookright.eval.accuracy import accuracy, exact_match
+from lookright.config import ModelSection, PretrainSection, TrackingConfig
 from lookright.io import write_rows
+from lookright.metrics.accuracy import accuracy, exact_match
 from lookright.models import get_adapter
 from lookright.models.base import TinySize
 from lookright.models.tokenizer import train_tokenizer
+from lookright.stages.base import Stage
 from lookright.train.common import (
     PREDICTIONS,
     MlflowStepLogger,
@@ -47,6 +49,15 @@ from lookright.train.datasets import (
     load_samples,
     load_subsample,
 )
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    pretrain: PretrainSection = field(default_factory=PretrainSection)
+
 
 SUBJECT = re.compile(r"(\w+)\?\s*$")
 
@@ -180,3 +191,42 @@ def evaluate_base(cfg, model, processor, adapter, data_dir, out_dir) -> dict[str
         ]
     write_rows(records, PREDICTIONS, Path(out_dir) / "val_predictions.parquet")
     return metrics
+
+
+# -- the stage ----------------------------------------------------------------------
+
+
+class TrainingStage(Stage):
+    """A stage that trains a checkpoint: resumable run, held-out predictions, model path tag."""
+
+    resume: ClassVar[bool] = True
+    outputs: ClassVar[tuple[str, ...]] = ("metrics.json", "val_predictions.parquet")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
+
+    def tag_checkpoint(self, run: Any, args: argparse.Namespace) -> None:
+        run.set_tags({"lookright.checkpoint": str((Path(args.out) / "model").resolve())})
+
+
+class Pretrain(TrainingStage):
+    name: ClassVar[str] = "pretrain"
+    help: ClassVar[str] = "train a tiny base VLM from scratch"
+
+    def config_class(self) -> type:
+        return PretrainConfig
+
+    def run(self, cfg: Any, args: argparse.Namespace, run: Any) -> dict[str, Any]:
+        from lookright.stages.pretrain import run_pretrain
+
+        metrics = run_pretrain(cfg, args.data, args.out, run)
+        self.tag_checkpoint(run, args)
+        return metrics
+
+    def summary(self, result: dict[str, Any], args: argparse.Namespace) -> str:
+        return (
+            f"pretrain: held-out VQA accuracy {result['val_vqa_accuracy']:.3f} -> {args.out}/model"
+        )
+
+
+STAGE = Pretrain()

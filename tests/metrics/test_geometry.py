@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lookright.eval.faithfulness import perturb_image
-from lookright.eval.human_alignment import nss
-from lookright.eval.localisation import alignment_score, map_on_image
+from lookright.metrics.faithfulness import perturb_image
+from lookright.metrics.human_alignment import nss
+from lookright.metrics.localisation import alignment_score, map_on_image
 from lookright.models import load_model
 from lookright.models.geometry import ImageView, clip_view
 from lookright.models.real_geometry import FAMILIES
