@@ -14,7 +14,7 @@ LATEST := .venv-latest
 export PATH := $(abspath $(BIN)):$(PATH)
 CORES ?= 2
 
-.PHONY: install run smoke experiment test test-fast test-latest lock lint format readme-tables clean
+.PHONY: install run run-seed1 smoke experiment test test-fast test-latest lock schema lint format readme-tables clean
 
 install: $(STAMP)
 
@@ -38,6 +38,18 @@ lock: install
 
 run: install
 	$(BIN)/snakemake --cores $(CORES)
+
+# The same run with seed 1 (README: how much the figures move between seeds).
+run-seed1: install
+	$(BIN)/snakemake --cores $(CORES) --config seed=1 results_dir=results-seed1 logs_dir=logs-seed1
+
+# The README's measured tables, from the two runs above.
+readme-tables: install
+	$(BIN)/python experiments/readme_tables.py --runs results results-seed1 --readme README.md
+
+# The config schema, generated from the stages' config dataclasses (a test checks it is current).
+schema: install
+	$(BIN)/python -m lookright.stages.schema > workflow/schemas/config.schema.yaml
 
 smoke: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml

@@ -30,6 +30,8 @@ from lookright.data.store import ParquetSink, ValCarve
 from lookright.data.validate import TooManyRejected, check_rejection_rate
 from lookright.io import atomic_write_text
 
+SOURCES = ("shapes", "real")
+"""Values of ``data.source``: the embedded shapes generator, or the readers of ``data.real``."""
 READERS = {
     "saliency_r1": readers.read_saliency_r1,
     "llava_conversations": readers.read_llava_conversations,
@@ -97,8 +99,8 @@ def prepare(
     the stage logs. Raises :class:`TooManyRejected` naming where the rejected rows are.
     """
     out_dir = Path(out_dir)
-    if section.source not in ("shapes", "real"):
-        raise ConfigError(f"data.source={section.source!r}: valid values are 'shapes', 'real'")
+    if section.source not in SOURCES:
+        raise ConfigError(f"data.source={section.source!r}: valid values are {list(SOURCES)}")
     sink = ParquetSink(out_dir)
     try:
         if section.source == "shapes":

@@ -14,20 +14,6 @@ from dataclasses import dataclass, field
 from lookright.config import ConfigError, ModelSection, TrackingConfig
 from lookright.data.schema import VOCABULARIES as OBJECT_VOCABULARIES
 
-ALL_METHODS = (
-    "logit_decomposition",
-    "logit_decomposition_centered",
-    "cot_bottleneck",
-    "cot_bottleneck_generating",
-    "attention_gradient",
-    "glimpse",
-    "raw_attention",
-    "rollout",
-    "gradcam",
-    "tmme",
-    "tmme_last_k",
-    "random",
-)
 BASELINES = ("blur", "mean", "zero")
 VOCABULARIES = ("auto", *OBJECT_VOCABULARIES)
 SINGULARISERS = ("rule", "wordnet", "auto")
@@ -57,7 +43,7 @@ class EvaluateSection:
     max_samples: int | None = 200  # VQA questions generated + explained (None = whole split)
     batch_size: int = 16
     max_new_tokens: int = 48
-    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    methods: list[str] | None = None  # None: every method of the saliency registry
     nss_percentile: float = 90.0  # human map cells above this percentile are "fixations"
     gallery_samples: int = 6  # samples whose maps are kept in maps.parquet for the report
     device: str = "auto"
@@ -91,10 +77,15 @@ def validate(cfg: EvaluateConfig) -> EvaluateConfig:
     for key in ("batch_size", "max_new_tokens"):
         if getattr(e, key) < 1:
             raise ConfigError(f"evaluate.{key} must be >= 1, got {getattr(e, key)}")
-    unknown = [m for m in e.methods if m not in ALL_METHODS]
+    from lookright.saliency.api import available_methods
+
+    valid = available_methods()
+    if e.methods is None:
+        e.methods = valid
+    unknown = [m for m in e.methods if m not in valid]
     if unknown or not e.methods:
         raise ConfigError(
-            f"evaluate.methods: unknown or empty {unknown or e.methods}; valid: {list(ALL_METHODS)}"
+            f"evaluate.methods: unknown or empty {unknown or e.methods}; valid: {valid}"
         )
     if not 0.0 <= e.nss_percentile < 100.0:
         raise ConfigError(f"evaluate.nss_percentile must lie in [0, 100), got {e.nss_percentile}")
