@@ -24,9 +24,8 @@ from lookright.rewards import (
     FormatReward,
     LlmJudge,
     Policy,
-    RegionAttentionReward,
     RewardFunction,
-    SaliencyAlignmentReward,
+    reward_class,
 )
 from lookright.train.common import (
     ConvertedCheckpointResume,
@@ -48,7 +47,11 @@ from lookright.train.grpo.recorder import SampleRecorder
 
 
 def build_reward(name: str, options: RewardOptions, policy: Policy | None) -> RewardFunction:
-    """One reward function from its options (model rewards need the policy)."""
+    """One reward function from its options (model rewards need the policy).
+
+    Model rewards are loaded by name from the rewards' registry, so a branch imports only the
+    rewards it computes (and its rule's fingerprint covers exactly those).
+    """
     if name == "accuracy":
         judge_cfg = (options.accuracy or AccuracyOptions()).judge
         judge = None
@@ -68,10 +71,10 @@ def build_reward(name: str, options: RewardOptions, policy: Policy | None) -> Re
         raise ValueError(f"reward {name!r} needs the policy")
     if name == "saliency_alignment":
         sal = options.saliency_alignment or SaliencyAlignmentOptions()
-        return SaliencyAlignmentReward(policy, sal.method, sal.batch_size)
+        return reward_class(name)(policy, sal.method, sal.batch_size)
     if name == "region_attention":
         ra = options.region_attention or RegionAttentionOptions()
-        return RegionAttentionReward(policy, ra.rho, ra.layers, ra.eps, ra.batch_size)
+        return reward_class(name)(policy, ra.rho, ra.layers, ra.eps, ra.batch_size)
     raise ValueError(f"unknown reward {name!r}")
 
 
