@@ -1,4 +1,4 @@
-"""Readers of the real dataset formats (METHODS.md section 11; docs/data-formats.md).
+"""Readers of the real dataset formats (docs/data-formats.md).
 
 Every reader streams its rows into a :class:`RowSink`: by default a :class:`ReadResult`
 (lists of dict rows with exactly the columns of :data:`~lookright.data.schema.IMAGES`,

@@ -1,7 +1,7 @@
 """Parameters of the decoding strategies, validated once with errors that name the parameter.
 
 SGRS and LocoRE follow "Hallucination Begins Where Saliency Drops" (LVLMs-Saliency, ICLR
-2026) and lookright's METHODS.md sections 5-7. Target layers are given as fractions of the
+2026, arXiv 2601.20279; docs/methods.md#sgrs, #locore). Target layers are given as fractions of the
 decoder depth, so one setting serves every model size: fraction ``f`` of a model with ``L``
 decoder layers is layer ``min(L - 1, floor(f * L))`` (0-based). The SGRS default
 ``(0.1875, 0.21875, 0.25)`` gives the reference's layers ``[6, 7, 8]`` on LLaVA-1.5-7B (L = 32).
@@ -71,7 +71,7 @@ def layer_indices(fractions: Sequence[float] | None, n_layers: int) -> list[int]
 
 @dataclass(frozen=True)
 class SgrsParams:
-    """Saliency-guided rejection sampling (METHODS.md section 6).
+    """Saliency-guided rejection sampling (arXiv 2601.20279; docs/methods.md#sgrs).
 
     top_k: K candidates per step (>= 1). max_draws: R draws at most (>= 1). alpha: threshold
     factor in [0, 1]; tau = alpha * mean saliency of the last ``history`` accepted tokens of
@@ -113,7 +113,7 @@ class SgrsParams:
 
 @dataclass(frozen=True)
 class LocoreParams:
-    """Local coherence reinforcement (METHODS.md section 7).
+    """Local coherence reinforcement (arXiv 2601.20279; docs/methods.md#locore).
 
     At every decoding step the current query's attention to the last ``window`` (w_s)
     GENERATED tokens (its own key included; prompt tokens never) is multiplied by

@@ -1,4 +1,4 @@
-"""SGRS as a transformers LogitsProcessor (METHODS.md section 6).
+"""SGRS as a transformers LogitsProcessor (LVLMs-Saliency, arXiv 2601.20279; docs/methods.md#sgrs).
 
 At each step, for every sequence of the batch (each keeps its own history):
 

@@ -1,4 +1,5 @@
-"""Answer accuracy by normalised exact match (Saliency-R1's default accuracy, METHODS.md 3).
+"""Answer accuracy by normalised exact match (Saliency-R1, arXiv 2604.04500;
+docs/methods.md#vqa_accuracy).
 
 Normalisation (in this order):
 

@@ -1,4 +1,5 @@
-"""Deletion / insertion faithfulness (Saliency-R1's faithfulness table, METHODS.md section 10).
+"""Deletion / insertion faithfulness (Saliency-R1's faithfulness table,
+arXiv 2604.04500; docs/methods.md#deletion_insertion).
 
 Protocol: rank the visual patches (cells of the saliency map's grid) by decreasing saliency;
 *deletion* replaces the pixels of the top ``k`` % cells with a baseline image (default: a

@@ -1,6 +1,6 @@
 """Localisation of a saliency map: Saliency-R1's alignment score, and map resizing.
 
-Saliency-R1 (METHODS.md section 3) scores how much of a visual saliency map lies inside the
+Saliency-R1 (arXiv 2604.04500; docs/methods.md#alignment_score) scores how much of a visual saliency map lies inside the
 evidence box(es)::
 
     score = (mass of the map inside the union of the boxes) / (total mass of the map)
@@ -181,7 +181,7 @@ def alignment_score(
     """Saliency-R1 alignment score: share of the map's mass inside the union of the boxes.
 
     Args:
-        saliency_map: ``(h, w)`` non-negative visual saliency map (post-ReLU, METHODS.md
+        saliency_map: ``(h, w)`` non-negative visual saliency map (post-ReLU, docs/methods.md#logit_decomposition
             section 1); negative entries are clipped to 0.
         boxes: normalised ``[x1, y1, x2, y2]`` boxes (x by width, y by height).
         image_size: ``(width, height)`` in pixels; see :func:`box_coverage` (the score does not
@@ -190,7 +190,7 @@ def alignment_score(
             :class:`ImageView`; default: the whole image).
 
     Returns:
-        A float in ``[0, 1]``, or ``None`` (TRL then skips the reward, METHODS.md section 3)
+        A float in ``[0, 1]``, or ``None`` (TRL then skips the reward, docs/methods.md#alignment_score)
         when there is no usable map or box: empty map, a NaN/inf entry, total mass 0, or no
         boxes. Degenerate boxes (zero area) give ``0.0``.
     """

@@ -3,9 +3,9 @@
 Yes/no object-existence questions in three negative-sampling splits (random, popular,
 adversarial). LVLMs-Saliency reports accuracy, precision, recall, F1 with "yes" as the
 positive class, and the yes-ratio of the PREDICTIONS, per split and averaged
-(METHODS.md section 10).
+(docs/methods.md#pope).
 
-Answer parsing follows the POPE reference evaluation, with the case fix from METHODS.md:
+Answer parsing follows the POPE reference evaluation, with a case fix (docs/methods.md#pope):
 keep the text before the first ``.``, drop commas, split into words; the answer is "no" if
 any word is ``no`` or ``not`` (any case) or ends in ``n't``, otherwise "yes". Only commas
 are stripped, as in the reference, so ``"No!"`` parses as "yes".

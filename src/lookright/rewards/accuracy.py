@@ -1,4 +1,4 @@
-"""Accuracy reward (Saliency-R1, METHODS.md section 3).
+"""Accuracy reward (Saliency-R1, arXiv 2604.04500; docs/methods.md#accuracy_reward).
 
 Default: normalised exact match of the completion's answer (text after ``</think>``) with the
 sample's reference ``answer`` (:mod:`lookright.metrics.accuracy`), 1.0 or 0.0.

@@ -1,4 +1,4 @@
-"""Region-attention reward (SAYO, METHODS.md section 4).
+"""Region-attention reward (SAYO, docs/methods.md#region_attention).
 
 1. Entropy of the policy's next-token distribution at every completion token (the row that
    PREDICTS token y at position i is i-1; its entropy is that of the decision producing y).

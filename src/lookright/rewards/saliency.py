@@ -1,4 +1,4 @@
-"""Saliency-alignment reward (Saliency-R1, METHODS.md sections 2-3).
+"""Saliency-alignment reward (Saliency-R1, arXiv 2604.04500; docs/methods.md#saliency_alignment).
 
 For each completion: the CoT-bottleneck logit-decomposition map of the current policy
 (vision -> thought -> answer, :class:`lookright.saliency.decomposition.CotBottleneck`), from

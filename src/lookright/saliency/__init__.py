@@ -1,4 +1,5 @@
-"""Where a VLM looks when it answers: every saliency method of METHODS.md behind one interface.
+"""Where a VLM looks when it answers: every saliency method behind one interface
+(definitions: docs/methods.md).
 
 Registry names (:func:`available_methods`): ``logit_decomposition``, ``cot_bottleneck``
 (Saliency-R1), ``attention_gradient`` (LVLMs-Saliency), ``glimpse`` (GLIMPSE), and the

@@ -1,4 +1,4 @@
-"""Attention baselines of the faithfulness table (METHODS.md section 9) and the random map.
+"""Attention baselines of the faithfulness table (docs/methods.md#raw_attention, #rollout) and the random map.
 
 * ``raw_attention``: attention of the rows predicting the completion tokens to the visual
   tokens, mean over layers and heads; per-token maps averaged (GLIMPSE Table 1, "Raw

@@ -6,7 +6,7 @@ completion tokens to explain, and the thought / answer spans of a ``<think>...</
 completion.
 
 Spans are located on the completion's OWN tokens, never by re-tokenising decoded text
-(METHODS.md section 2: the Saliency-R1 reference re-tokenises, which can shift boundaries):
+(docs/methods.md#cot_bottleneck: the Saliency-R1 reference re-tokenises, which can shift boundaries):
 each token is mapped to the characters it decodes to (decoding growing prefixes), the tags
 are found in that text, and a token belongs to the thought (the answer) when its characters
 overlap the thought's (the answer's). Matching the tags' own token ids is not enough with

@@ -3,11 +3,12 @@
 Both come from the shared row pass (:mod:`row_pass`): one teacher-forced forward over
 prompt + completion, attention rows recomputed only for the rows they need.
 
-* ``logit_decomposition`` (Saliency-R1, "Logit Decomposition Saliency"; METHODS.md section 1):
+* ``logit_decomposition`` (Saliency-R1, "Logit Decomposition Saliency"; arXiv 2604.04500, docs/methods.md#logit_decomposition):
   per token y predicted at row i, ``c_p = sum_{l,h} A[l,h,i,p] e.(W_O^l[:,h] v_p^{l,h})`` with
   ``e = E_u[y] * g / rms(h_i^L)`` (final-norm scale frozen); the response map is
   ``ReLU(sum_tokens c)`` over the visual tokens (the reference's ReLU-after-sum).
-* ``cot_bottleneck`` (Saliency-R1, "CoT Bottleneck Attention Backtracking"; METHODS.md section
+* ``cot_bottleneck`` (Saliency-R1, "CoT Bottleneck Attention Backtracking"; arXiv 2604.04500,
+  docs/methods.md#cot_bottleneck; section
   2): ``B[l,h,a,j] = sum_{t in T} A[l,h,q(a),t] A[l,h,t,j]`` (same layer, no renormalisation),
   ``c[a,j] = sum_{l,h} B[l,h,a,j] e_a.(W_O^l[:,h] v_j^{l,h})``, map ``ReLU(sum_a c[a,j])``.
   The second hop uses query row t (the hidden state the answer reads at key t). The
@@ -162,7 +163,7 @@ class CotBottleneckGenerating(CotBottleneck):
     content came from the image through that generating step and the sampling of t; row t
     itself only predicts the token after it. On the tiny shapes models this variant is the
     one whose map lands on the object (EXPERIMENTS.md); ``cot_bottleneck`` keeps
-    METHODS.md's definition.
+    the definition in docs/methods.md#cot_bottleneck.
     """
 
     name: ClassVar[str] = "cot_bottleneck_generating"

@@ -8,7 +8,7 @@ families' ``apply_rotary_pos_emb`` formula), and the softmax rows ``A[l, h, rows
 (O(L * H * rows * S)); everything derived from them is reduced on the fly, so memory stays
 O(B * H * rows * S) for one layer at a time.
 
-Saliency-R1 (logit decomposition, METHODS.md section 1): with the final RMSNorm scale frozen,
+Saliency-R1 (logit decomposition, arXiv 2604.04500; docs/methods.md#logit_decomposition): with the final RMSNorm scale frozen,
 ``z = E_u[y] . (g * h^L / rms(h^L))`` is linear in the residual stream, and the direct
 contribution of context position p to the logit of the token predicted at row i is
 

@@ -33,7 +33,7 @@ present), ``average`` (unweighted mean of the split metrics, as papers report it
     n_pope, chair_s, chair_i, chair_recall, caption_mean_length, n_captions, chair_n_mentions,
     chair_n_reference_mentions, time_per_sample_s/<task>, tokens_per_s/<task>
 
-Definitions (METHODS.md section 10): POPE (Li et al. 2023) parses each answer with
+Definitions (docs/methods.md#pope, #chair): POPE (Li et al. 2023) parses each answer with
 :func:`lookright.metrics.pope.parse_yes_no` and reports accuracy, precision, recall, F1 with
 "yes" as the positive class and the yes-ratio of the predictions; CHAIR (Rohrbach et al.
 2018) is CHAIRs = captions with >= 1 hallucinated object / captions and CHAIRi =

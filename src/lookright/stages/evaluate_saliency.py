@@ -14,7 +14,7 @@ For one trained model, on the VQA samples of ``evaluate.split`` with role ``eval
 2. the response-level map of every method of ``evaluate.methods``, teacher-forcing the
    model's OWN completion (:func:`lookright.saliency.api.run_methods`), scored by
    Saliency-R1's alignment score with the evidence boxes and GLIMPSE's NSS / Spearman with the
-   human-attention map (METHODS.md section 10);
+   human-attention map (docs/methods.md#nss_spearman);
 3. Saliency-R1's deletion / insertion faithfulness on ``evaluate.faithfulness.max_samples``
    correctly answered samples (stratified as above; see
    :func:`score_faithfulness`).
