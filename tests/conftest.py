@@ -1,4 +1,5 @@
-"""Shared fixtures of the top-level tests: the tiny sizes of config/smoke.yaml."""
+"""Fixtures shared by the whole suite: tiny models, images, the smoke config, real-geometry
+checkpoints."""
 
 from __future__ import annotations
 
@@ -9,6 +10,22 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def build_tiny():
+    """``build_tiny(family, seed=0, size=SIZE, attn="sdpa")`` (:mod:`tests.tiny_models`)."""
+    from tests.tiny_models import build_tiny
+
+    return build_tiny
+
+
+@pytest.fixture(scope="session")
+def noise_images() -> list:
+    """Four seeded random 112 x 112 RGB images."""
+    from tests.tiny_models import noise_images
+
+    return noise_images(4)
 
 
 @pytest.fixture(scope="session")

@@ -7,16 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from lookright.models import get_adapter
-from lookright.models.base import TinySize
-from lookright.models.tokenizer import train_tokenizer
+from tests.tiny_models import build_tiny
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
-TEXTS = ["What color is the circle?", "<think>It is at the top left. The circle is red.</think>red",
-         "Is there a circle? yes no"] * 5  # fmt: skip
 
 
 def python_blocks(text: str) -> list[str]:
@@ -25,10 +20,7 @@ def python_blocks(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    adapter = get_adapter("qwen2_5_vl")
-    tokenizer = train_tokenizer(TEXTS, adapter.chat_format, 300)
-    torch.manual_seed(0)
-    model, processor = adapter.build_tiny(tokenizer, TinySize(32, 2, 4, 2, 64, 32, 1, 2, 64), 112)
+    model, processor, _ = build_tiny("qwen2_5_vl")
     folder = tmp_path_factory.mktemp("checkpoint")
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

@@ -15,14 +15,8 @@ from transformers import AttentionInterface, DynamicCache
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from lookright.decoding.strategies import generation_config
-from lookright.models import get_adapter
 from lookright.models import transformers_internals as internals
-from lookright.models.base import TinySize
-from lookright.models.tokenizer import train_tokenizer
-
-FAMILIES = ("qwen2_5_vl", "qwen2_vl", "llava")
-SIZE = TinySize(32, 2, 4, 2, 64, 32, 1, 2, 64)
-TEXTS = ["What color is the circle?", "<think>It is red.</think>red", "no yes"] * 5
+from tests.tiny_models import FAMILIES, SIZE, build_tiny
 
 
 def _message(internal: str, detail: str) -> str:
@@ -34,13 +28,10 @@ def _message(internal: str, detail: str) -> str:
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def tiny(request):
-    adapter = get_adapter(request.param)
-    tokenizer = train_tokenizer(TEXTS, adapter.chat_format, 300)
-    torch.manual_seed(0)
-    model, processor = adapter.build_tiny(tokenizer, SIZE, 112)
+    model, processor, adapter = build_tiny(request.param)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (112, 84, 3), np.uint8))
     inputs = adapter.encode(processor, [image, image], ["What color?", "Is it red or blue?"])
-    return model.eval(), adapter, inputs.inputs
+    return model, adapter, inputs.inputs
 
 
 def test_cache_keyword_is_taken_by_forward_and_generate(tiny):

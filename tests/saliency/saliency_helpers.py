@@ -4,27 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lookright.models.base import TinySize
-
-FAMILIES = ("qwen2_5_vl", "qwen2_vl", "llava")
-IMAGE_SIZE = 112
-TEXTS = [
-    "What color is the circle?",
-    "Is there a star?",
-    "<think>The circle is at the top left. It is red.</think>red",
-    "no yes blue green square triangle",
-] * 5
-SIZE = TinySize(
-    text_hidden=32,
-    text_layers=2,
-    text_heads=4,
-    text_kv_heads=2,
-    text_intermediate=64,
-    vision_hidden=32,
-    vision_layers=1,
-    vision_heads=2,
-    vision_intermediate=64,
-)
+from tests.tiny_models import FAMILIES, IMAGE_SIZE, SIZE, TEXTS  # noqa: F401  (re-exported)
 
 
 def perturb_biases_and_norms(model: torch.nn.Module, scale: float = 0.3, seed: int = 1) -> None:

@@ -100,7 +100,8 @@ def prepare(
     """
     out_dir = Path(out_dir)
     if section.source not in SOURCES:
-        raise ConfigError(f"data.source={section.source!r}: valid values are {list(SOURCES)}")
+        valid = ", ".join(repr(s) for s in SOURCES)
+        raise ConfigError(f"data.source={section.source!r}: valid values are {valid}")
     sink = ParquetSink(out_dir)
     try:
         if section.source == "shapes":

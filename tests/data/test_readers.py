@@ -33,7 +33,7 @@ from lookright.data.schema import IMAGES, REJECTED, SAMPLES
 from lookright.data.validate import DataFileError, InvalidRecord, check_rejection_rate
 from lookright.io import read_table, rows_to_table, write_rows
 
-FIX = Path(__file__).parent / "fixtures"
+FIX = Path(__file__).parents[1] / "fixtures"
 REAL = FIX / "real"
 IMG = REAL / "images"
 NOT_JSON = REAL / "bad" / "not_json.json"

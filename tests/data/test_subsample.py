@@ -19,7 +19,7 @@ from lookright.data.subsample import (
 from lookright.stages.prepare_data import PrepareDataConfig
 from lookright.train.datasets import load_subsample
 
-REAL = Path(__file__).parent / "fixtures" / "real"
+REAL = Path(__file__).parents[1] / "fixtures" / "real"
 
 
 def _pope(n_per_split: int, yes_fraction: float = 0.5) -> list[dict]:

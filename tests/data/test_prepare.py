@@ -19,7 +19,7 @@ from lookright.data.validate import TooManyRejected
 from lookright.io import atomic_write_table, read_table, rows_to_table
 from lookright.stages.prepare_data import PrepareDataConfig
 
-REAL = Path(__file__).parent / "fixtures" / "real"
+REAL = Path(__file__).parents[1] / "fixtures" / "real"
 IMG = REAL / "images"
 POPE = {
     "reader": "pope",

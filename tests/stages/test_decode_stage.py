@@ -27,7 +27,8 @@ SAMPLE_ROWS = [
 
 
 @pytest.fixture(scope="module")
-def stage_inputs(build_tiny, images, tmp_path_factory):
+def stage_inputs(build_tiny, noise_images, tmp_path_factory):
+    images = noise_images[:2]
     root = tmp_path_factory.mktemp("decode")
     model, processor, _ = build_tiny("qwen2_5_vl")
     model.save_pretrained(root / "model")

@@ -344,7 +344,7 @@ def test_the_plain_trl_example_trains_with_lookrights_rewards(pipeline, tmp_path
             )
         )  # fmt: skip
     (tmp_path / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    script = Path(__file__).resolve().parents[1] / "examples" / "grpo_with_lookright_rewards.py"
+    script = Path(__file__).resolve().parents[2] / "examples" / "grpo_with_lookright_rewards.py"
     result = subprocess.run(
         [sys.executable, str(script), "--model", str(pipeline["sft"] / "model"),
          "--data", str(tmp_path / "prompts.jsonl"), "--out", str(tmp_path / "out"),
@@ -361,7 +361,7 @@ def test_the_plain_trl_example_trains_with_lookrights_rewards(pipeline, tmp_path
 
 # --------------------------------------------------------------------------- prompts by role
 
-REAL = Path(__file__).parent / "fixtures" / "real"
+REAL = Path(__file__).parents[1] / "fixtures" / "real"
 
 
 def _real_data(tmp_path: Path, llava_roles: list[str]) -> Path:

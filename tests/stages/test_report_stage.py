@@ -8,11 +8,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from report_inputs import GRPO, MODEL, SFT, Inputs, build_inputs
 
 from lookright.cli import parse_args
 from lookright.report.collect import ReportInputError
 from lookright.stages.report import ReportConfig, load_report_config, run_report
+from tests.report.report_inputs import GRPO, MODEL, SFT, Inputs, build_inputs
 
 
 class FakeRun:
@@ -28,6 +28,11 @@ class FakeRun:
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.metrics |= metrics
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Inputs:
+    return build_inputs(tmp_path / "results")
 
 
 def test_full_report(inputs: Inputs, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from lookright.data.validate import (
     validate_box,
 )
 
-IMAGES = Path(__file__).parent / "fixtures" / "real" / "images"
+IMAGES = Path(__file__).parents[1] / "fixtures" / "real" / "images"
 
 
 # --------------------------------------------------------------------------- boxes
