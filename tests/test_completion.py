@@ -36,7 +36,7 @@ def test_character_spans_of_thought_and_answer():
 def test_every_reader_of_completions_uses_this_module():
     """The decode stage, accuracy, the format reward, the readers and the saliency spans."""
     import lookright.metrics.accuracy as accuracy
-    from lookright.data import readers
+    from lookright.data.readers import common as readers
     from lookright.rewards import format as format_reward
     from lookright.saliency import batch
     from lookright.stages import decode

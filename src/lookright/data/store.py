@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lookright.data.readers import FILTERED_PREFIX, image_row
+from lookright.data.readers.common import FILTERED_PREFIX, image_row
 from lookright.data.schema import IMAGES, REJECTED, SAMPLES
 from lookright.data.validate import StoredImage
 from lookright.io import rows_to_table
