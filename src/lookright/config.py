@@ -8,8 +8,10 @@ a message naming the key, before any work starts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -148,6 +150,18 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_hash(config: Any) -> str:
-    """First 16 hex digits of the SHA-256 of the canonical JSON of ``config``."""
-    canonical = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+    """First 16 hex digits of the SHA-256 of the canonical JSON of ``config`` (a config
+    dataclass or a plain mapping: the same config hashes the same either way). The one hash
+    of a stage's config: run.json, the MLflow tag, checkpoint markers."""
+    data = to_dict(config) if dataclasses.is_dataclass(config) else plain(config)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def plain(value: Any) -> Any:
+    """Mappings -> dicts with str keys, non-string sequences -> lists, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [plain(v) for v in value]
+    return value

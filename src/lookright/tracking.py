@@ -41,7 +41,6 @@ import argparse
 import errno
 import fcntl
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -57,6 +56,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from lookright.config import config_hash, plain
 from lookright.io import parquet_digest
 
 if TYPE_CHECKING:
@@ -343,21 +343,6 @@ def _client(uri: str) -> MlflowClient:
 # --------------------------------------------------------------------------- config → params/tags
 
 
-def _plain(value: Any) -> Any:
-    """Mappings → dicts with str keys, non-string sequences → lists, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return [_plain(v) for v in value]
-    return value
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """First 16 hex digits of the sha256 of the canonical JSON of ``config``."""
-    canonical = json.dumps(_plain(config), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
 def _safe_key(key: str) -> str:
     """A valid MLflow param/tag key: bad characters become ``_``, at most 250 chars."""
     return (_BAD_KEY_CHARS.sub("_", key) or "_")[:MAX_KEY_LEN]
@@ -374,7 +359,7 @@ def _param_value(value: Any) -> str:
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Flatten nested mappings with dotted keys into MLflow params (lists as JSON, truncated)."""
     flat: dict[str, str] = {}
-    for key, value in _plain(config).items():
+    for key, value in plain(config).items():
         name = f"{prefix}.{key}" if prefix else key
         if isinstance(value, dict) and value:
             flat.update(flatten_config(value, name))

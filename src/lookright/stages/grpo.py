@@ -26,7 +26,7 @@ from lookright.train.common import (
     PREDICTIONS,
     MlflowStepLogger,
     checkpoint_step,
-    greedy_answers,
+    held_out_predictions,
     master_weights,
     restore_dtype,
     resumable_checkpoint,
@@ -131,7 +131,6 @@ def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir)
     branches without it; ``val_alignment_method`` says which.
     """
     from lookright.io import write_rows
-    from lookright.metrics.accuracy import accuracy
     from lookright.metrics.localisation import alignment_score
     from lookright.saliency.api import explain_batch
 
@@ -140,9 +139,11 @@ def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir)
     ).to_pylist()
     if not rows:
         return {"n_val": 0}
-    predictions = greedy_answers(
-        model, processor, adapter, rows, max_new_tokens=cfg.grpo.max_new_tokens, desc="val"
-    )
+    records, accuracy = held_out_predictions(
+        model, processor, adapter, rows, [r["answer"] for r in rows], "vqa",
+        max_new_tokens=cfg.grpo.max_new_tokens,
+    )  # fmt: skip
+    predictions = [r["prediction"] for r in records]
     options = cfg.grpo.reward_options.saliency_alignment
     method = options.method if options is not None else "cot_bottleneck"
     scores: list[float] = []
@@ -166,20 +167,9 @@ def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir)
                 score = alignment_score(result.response_map, rows[k]["boxes"], view=result.view)
                 if score is not None:
                     scores.append(score)
-    records = [
-        {
-            "sample_id": r["sample_id"],
-            "task": "vqa",
-            "question": r["question"],
-            "reference": r["answer"],
-            "prediction": p,
-            "correct": None,
-        }
-        for r, p in zip(rows, predictions, strict=True)
-    ]
     write_rows(records, PREDICTIONS, Path(out_dir) / "val_predictions.parquet")
     return {
-        "val_vqa_accuracy": accuracy(predictions, [r["answer"] for r in rows]),
+        "val_vqa_accuracy": accuracy,
         "val_format_rate": float(np.mean([is_well_formed(p) for p in predictions])),
         "val_alignment": float(np.mean(scores)) if scores else None,
         "val_alignment_coverage": len(scores) / len(rows),

@@ -24,7 +24,6 @@ from trl import SFTConfig
 
 from lookright.config import ModelSection, PretrainSection, TrackingConfig
 from lookright.io import write_rows
-from lookright.metrics.accuracy import accuracy, exact_match
 from lookright.models import get_adapter
 from lookright.models.base import TinySize
 from lookright.models.tokenizer import train_tokenizer
@@ -36,7 +35,7 @@ from lookright.train.common import (
     check_min_accuracy,
     checkpoint_step,
     freeze_vision_encoder,
-    greedy_answers,
+    held_out_predictions,
     require_gate_rows,
     resumable_checkpoint,
     run_arguments,
@@ -176,19 +175,10 @@ def evaluate_base(cfg, model, processor, adapter, data_dir, out_dir) -> dict[str
             continue
         references = [pretrain_target(r, section.answer_template) for r in rows]
         max_new = 48 if task == "caption" else 12
-        predictions = greedy_answers(model, processor, adapter, rows, max_new_tokens=max_new)
-        metrics[f"val_{task}_accuracy"] = accuracy(predictions, references)
-        records += [
-            {
-                "sample_id": r["sample_id"],
-                "task": task,
-                "question": r["question"],
-                "reference": ref,
-                "prediction": pred,
-                "correct": exact_match(pred, ref),  # the rule of val_{task}_accuracy
-            }
-            for r, ref, pred in zip(rows, references, predictions, strict=True)
-        ]
+        task_records, metrics[f"val_{task}_accuracy"] = held_out_predictions(
+            model, processor, adapter, rows, references, task, max_new_tokens=max_new
+        )
+        records += task_records
     write_rows(records, PREDICTIONS, Path(out_dir) / "val_predictions.parquet")
     return metrics
 

@@ -21,7 +21,6 @@ from lookright.completion import is_well_formed
 from lookright.config import ConfigError, ModelSection, SftSection, TrackingConfig
 from lookright.io import write_rows
 from lookright.launch import is_main_process
-from lookright.metrics.accuracy import accuracy, exact_match
 from lookright.models import load_model
 from lookright.stages.pretrain import TrainingStage
 from lookright.train.common import (
@@ -31,7 +30,7 @@ from lookright.train.common import (
     check_min_accuracy,
     checkpoint_step,
     freeze_vision_encoder,
-    greedy_answers,
+    held_out_predictions,
     lora_config,
     master_weights,
     require_gate_rows,
@@ -143,25 +142,15 @@ def evaluate_sft(cfg: SftConfig, model, processor, adapter, data_dir, out_dir) -
     rows = load_subsample(
         data_dir, "val", ["vqa"], [STAGE_ROLE["sft"]], cfg.sft.eval_samples, cfg.seed
     ).to_pylist()
-    predictions = greedy_answers(
-        model, processor, adapter, rows, max_new_tokens=cfg.sft.max_new_tokens, desc="val"
-    )
-    references = [r["answer"] for r in rows]
-    records = [
-        {
-            "sample_id": r["sample_id"],
-            "task": "vqa",
-            "question": r["question"],
-            "reference": r["answer"],
-            "prediction": p,
-            "correct": exact_match(p, r["answer"]),
-        }
-        for r, p in zip(rows, predictions, strict=True)
-    ]
+    records, accuracy = held_out_predictions(
+        model, processor, adapter, rows, [r["answer"] for r in rows], "vqa",
+        max_new_tokens=cfg.sft.max_new_tokens,
+    )  # fmt: skip
+    predictions = [r["prediction"] for r in records]
     write_rows(records, PREDICTIONS, Path(out_dir) / "val_predictions.parquet")
     formatted = [is_well_formed(p) for p in predictions]
     return {
-        "val_vqa_accuracy": accuracy(predictions, references),
+        "val_vqa_accuracy": accuracy,
         "val_format_rate": sum(formatted) / max(1, len(formatted)),
         "n_val": len(rows),
     }

@@ -339,7 +339,14 @@ def greedy_answers(
     batch_size: int = 64,
     desc: str = "generate",
 ) -> list[str]:
-    """Greedy completions for rows with ``image_bytes`` and ``question``."""
+    """Greedy completions for rows with ``image_bytes`` and ``question``.
+
+    Through :func:`lookright.decoding.generate` (strategy ``greedy``), like the decode stage:
+    a checkpoint's own sampling/penalty settings (Qwen2.5-VL ships repetition_penalty 1.05)
+    do not change the held-out answers.
+    """
+    from lookright.decoding.strategies import generate
+
     model.eval()
     tokenizer = processor.tokenizer
     answers: list[str] = []
@@ -351,12 +358,41 @@ def greedy_answers(
             [r["question"] for r in batch],
         )
         inputs = encoded.inputs.to(model.device)
-        output = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        answers += [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        output = generate(model, inputs, "greedy", max_new_tokens=max_new_tokens, adapter=adapter)
+        answers += [
+            t.strip() for t in tokenizer.batch_decode(output.tokens, skip_special_tokens=True)
+        ]
     return answers
+
+
+def held_out_predictions(
+    model: torch.nn.Module,
+    processor: Any,
+    adapter: VLMAdapter,
+    rows: Sequence[dict],
+    references: Sequence[str],
+    task: str,
+    *,
+    max_new_tokens: int,
+) -> tuple[list[dict[str, Any]], float]:
+    """Greedy answers of held-out rows scored by normalised exact match with ``references``:
+    the rows of ``val_predictions.parquet`` (:data:`PREDICTIONS`) and the accuracy (NaN for
+    no rows). The one held-out accuracy of every training stage (pretrain, sft, grpo)."""
+    from lookright.metrics.accuracy import exact_match
+
+    predictions = greedy_answers(
+        model, processor, adapter, rows, max_new_tokens=max_new_tokens, desc=f"val {task}"
+    )
+    records = [
+        {
+            "sample_id": row["sample_id"],
+            "task": task,
+            "question": row["question"],
+            "reference": reference,
+            "prediction": prediction,
+            "correct": exact_match(prediction, reference),
+        }
+        for row, reference, prediction in zip(rows, references, predictions, strict=True)
+    ]
+    correct = [r["correct"] for r in records]
+    return records, (sum(correct) / len(correct) if correct else math.nan)
