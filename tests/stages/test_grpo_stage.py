@@ -186,6 +186,12 @@ def test_grpo_trains_each_reward_set(pipeline, reward_set):
         history = _history(client, run.info.run_id, name)
         assert [s for s, _ in history] == [1, 2], name
         assert all(math.isfinite(v) for _, v in history), name
+    # TRL's completion tables (rewards, advantages), one MLflow table per logging step
+    tables = sorted(a.path for a in client.list_artifacts(run.info.run_id, "completions"))
+    assert tables == ["completions/step_00001.json", "completions/step_00002.json"]
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, tables[-1])).read_text())
+    assert {"prompt", "completion", "advantage", *names} <= set(table["columns"])
+    assert len(table["data"]) == GRPO["batch_size"]
     if "saliency_alignment" in logged:
         aligned = [r["reward_saliency_alignment"] for r in samples]
         # a step without any map logs no score (None is skipped, never a silent 0)

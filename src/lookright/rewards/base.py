@@ -35,7 +35,7 @@ def completion_text(completion: Any) -> str:
         if isinstance(content, str):
             parts.append(content)
         else:
-            parts += [p.get("text", "") for p in content if isinstance(p, dict)]
+            parts += [p.get("text") or "" for p in content if isinstance(p, dict)]
     return "".join(parts)
 
 

@@ -34,6 +34,7 @@ from lookright.train.common import (
 )
 from lookright.train.datasets import STAGE_ROLE, decode_image, load_subsample
 from lookright.train.grpo import (
+    CompletionTables,
     GrpoSection,
     build_trainer,
     check_grpo_section,
@@ -69,7 +70,10 @@ def run_grpo(
         loaded.processor,
         grpo_dataset(train),
         out_dir,
-        callbacks=[MlflowStepLogger(run)],
+        callbacks=[
+            MlflowStepLogger(run),
+            CompletionTables(run, out_dir / "checkpoints" / "completions"),
+        ],
     )
     trainer = setup.trainer
     run.log_params(

@@ -34,7 +34,7 @@ from lookright.train.grpo.config import (
     check_grpo_section,
     reward_weights,
 )
-from lookright.train.grpo.recorder import SampleRecorder
+from lookright.train.grpo.recorder import CompletionTables, SampleRecorder
 from lookright.train.grpo.trainer import (
     GrpoSetup,
     build_reward,
@@ -47,6 +47,7 @@ from lookright.train.grpo.trainer import (
 __all__ = [
     "OPTION_TYPES",
     "AccuracyOptions",
+    "CompletionTables",
     "GrpoSection",
     "GrpoSetup",
     "JudgeSection",

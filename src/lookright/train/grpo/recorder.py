@@ -1,4 +1,5 @@
-"""Every GRPO rollout with its rewards, written step by step (``samples.parquet``)."""
+"""Every GRPO rollout with its rewards, written step by step (``samples.parquet``), and TRL's
+per-step completion tables (rewards and advantages) as MLflow table artifacts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from transformers import TrainerCallback
 
 from lookright.rewards import RewardFunction, completion_text
 
@@ -99,3 +101,38 @@ class SampleRecorder:
         table = pa.concat_tables(tables) if tables else self.schema().empty_table()
         pq.write_table(table, path)
         return table.num_rows
+
+
+class CompletionTables(TrainerCallback):
+    """Log TRL's completion tables (``GRPOConfig.log_completions``: prompt, completion, each
+    reward, advantage, per logging step) to the stage's MLflow run as table artifacts
+    ``completions/step_NNNNN.json``, which the MLflow UI shows as tables.
+
+    TRL writes a step's table after its log callbacks ran, so each log (and the end of
+    training) logs every table not logged yet.
+    """
+
+    def __init__(self, run: Any, folder: str | Path) -> None:
+        self.run = run
+        self.folder = Path(folder)
+        self.logged: set[str] = set()
+
+    def _flush(self) -> None:
+        for path in sorted(self.folder.glob("completions_*.parquet")):
+            if path.name in self.logged:
+                continue
+            frame = pq.read_table(path).to_pandas()
+            for column in ("prompt", "completion"):
+                if column in frame:
+                    frame[column] = frame[column].map(completion_text)
+            step = path.stem.rsplit("_", 1)[-1]
+            self.run.log_table(frame, f"completions/step_{step}.json")
+            self.logged.add(path.name)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero:
+            self._flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._flush()

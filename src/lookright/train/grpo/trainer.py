@@ -198,7 +198,9 @@ def grpo_args(section: GrpoSection, seed: int, output_dir: Path, weights: list[f
         vllm_mode=section.vllm_mode,
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        log_completions=False,
+        log_completions=True,  # per-step tables, logged to MLflow (recorder.CompletionTables)
+        num_completions_to_print=2,
+        log_multimodal=False,
     )
 
 
