@@ -7,7 +7,7 @@ import torch
 from transformers import LogitsProcessor
 
 from lookright.decoding import LocoreParams, attention_session, generate
-from lookright.decoding.strategies import generation_config
+from lookright.decoding.plain import generation_config
 
 STEPS = 6
 

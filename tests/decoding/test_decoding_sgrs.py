@@ -257,7 +257,7 @@ def test_building_blocks_with_plain_generate_match_generate(build_tiny, encode, 
         layer_indices,
         prefill_all_but_last,
     )
-    from lookright.decoding.strategies import generation_config
+    from lookright.decoding.plain import generation_config
 
     model, processor, adapter = build_tiny("llava")
     inputs = encode(processor, adapter)

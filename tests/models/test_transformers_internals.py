@@ -14,7 +14,7 @@ from PIL import Image
 from transformers import AttentionInterface, DynamicCache
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from lookright.decoding.strategies import generation_config
+from lookright.decoding.plain import generation_config
 from lookright.models import transformers_internals as internals
 from tests.tiny_models import FAMILIES, SIZE, build_tiny
 

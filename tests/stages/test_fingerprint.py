@@ -54,6 +54,32 @@ def test_closure_follows_every_import_but_type_checking_ones(tmp_path):
     assert fingerprint("lookright.stage", root=package) != before
 
 
+def test_a_lazily_exported_name_counts_as_an_import_of_its_module_only(tmp_path):
+    lazy_init = (
+        '_LAZY = {"thing": "lookright.a.impl", "other": "lookright.a.heavy"}\n'
+        "def __getattr__(name):\n    import importlib\n"
+        "    return getattr(importlib.import_module(_LAZY[name]), name)\n"
+    )
+    package = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "stage.py": "from lookright.a import thing\n",
+            "a/__init__.py": lazy_init,
+            "a/impl.py": "def thing(): ...\n",
+            "a/heavy.py": "def other(): ...\n",
+        },
+    )
+    assert set(closure(["lookright.stage"], package)) == {
+        "lookright", "lookright.stage", "lookright.a", "lookright.a.impl"
+    }  # fmt: skip
+    before = fingerprint("lookright.stage", root=package)
+    (package / "a" / "heavy.py").write_text("def other(): return 1\n")
+    assert fingerprint("lookright.stage", root=package) == before
+    (package / "a" / "impl.py").write_text("def thing(): return 1\n")
+    assert fingerprint("lookright.stage", root=package) != before
+
+
 @pytest.mark.parametrize("module", STAGES)
 def test_closure_holds_every_module_the_stage_imports(module):
     """Python's own account: every lookright module loaded by importing the stage (and the

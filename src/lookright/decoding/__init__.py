@@ -22,7 +22,7 @@ The building blocks with a plain ``model.generate`` (what :func:`generate` does)
     # sgrs.state.records: per step candidates, their saliency, tau, draws, fallbacks
 
 ``attention_session`` alone is LocoRE for any transformers decoding (greedy, sampling, beam
-search). Use :func:`lookright.decoding.strategies.generation_config` so a checkpoint's own
+search). Use :func:`lookright.decoding.plain.generation_config` so a checkpoint's own
 sampling/penalty settings do not add logits processors.
 """
 
@@ -36,7 +36,9 @@ from typing import Any
 # parameters) must not import torch or transformers.
 _LAZY = {
     "attention_session": "lookright.decoding.attention",
-    "DecodeOutput": "lookright.decoding.strategies",
+    "DecodeOutput": "lookright.decoding.plain",
+    "generation_config": "lookright.decoding.plain",
+    "plain_generate": "lookright.decoding.plain",
     "generate": "lookright.decoding.strategies",
     "question_key_mask": "lookright.decoding.strategies",
     "sample_generator": "lookright.decoding.strategies",

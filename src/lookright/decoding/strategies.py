@@ -25,11 +25,10 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import PreTrainedModel
 
 from lookright.decoding.attention import attention_session
 from lookright.decoding.params import (
@@ -41,38 +40,17 @@ from lookright.decoding.params import (
     layer_indices,
     split_flat_params,
 )
+from lookright.decoding.plain import (
+    DecodeOutput,
+    generation_config,
+    new_tokens,
+    plain_generate,
+    synchronize,
+)
 from lookright.decoding.saliency import StepScorer, prefill_all_but_last
-from lookright.decoding.sgrs import SaliencyGuidedSampler, StepRecord
+from lookright.decoding.sgrs import SaliencyGuidedSampler
 from lookright.models.base import VLMAdapter, adapter_for
 from lookright.saliency.batch import question_positions
-
-
-@dataclass
-class DecodeOutput:
-    """Result of :func:`generate` for a batch.
-
-    tokens[b]: generated token ids of sample b, up to and including the first end token.
-    token_saliency[b]: S of each of those tokens (SGRS strategies; baselines when
-    ``token_saliency=True``; None for beam search or when not computed).
-    draws[b] / fallback[b]: SGRS draws per token and whether the saliency fallback chose it
-    (None for strategies without SGRS).
-    records: per-step :class:`StepRecord` of the sampler (candidates, their saliency, tau).
-    time_s: wall time of the batch; saliency_time_s: the part spent scoring candidates.
-    """
-
-    strategy: str
-    tokens: list[list[int]]
-    token_saliency: list[list[float]] | None
-    draws: list[list[int]] | None
-    fallback: list[list[bool]] | None
-    records: list[StepRecord]
-    sequences: torch.Tensor
-    time_s: float
-    saliency_time_s: float
-
-    @property
-    def n_new_tokens(self) -> int:
-        return sum(len(t) for t in self.tokens)
 
 
 def question_key_mask(
@@ -105,37 +83,6 @@ def question_key_mask(
         else:
             keys[b] = fallback[b].float()
     return keys
-
-
-def _special_tokens(model: PreTrainedModel) -> dict[str, Any]:
-    config = model.generation_config
-    return {
-        "eos_token_id": config.eos_token_id,
-        "pad_token_id": config.pad_token_id,
-        "bos_token_id": config.bos_token_id,
-    }
-
-
-def generation_config(
-    model: PreTrainedModel, max_new_tokens: int, *, do_sample: bool, num_beams: int = 1, **extra
-) -> GenerationConfig:
-    """A config with transformers' global defaults, the model's special tokens and ``extra``."""
-    values = GenerationConfig()._get_default_generation_params()
-    values.update(_special_tokens(model))
-    values.update(max_new_tokens=max_new_tokens, do_sample=do_sample, num_beams=num_beams, **extra)
-    values.pop("max_length", None)
-    return GenerationConfig(**values)
-
-
-def _end_tokens(model: PreTrainedModel) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
-    return {int(t) for t in eos}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def generate(
@@ -189,9 +136,11 @@ def generate(
     scoring = use_sgrs or (token_saliency and sampler_mode is not None)
     if strategy == "beam":
         num_beams = check_positive_int("num_beams", num_beams)
-    config = generation_config(
-        model, max_new_tokens, do_sample=False, num_beams=num_beams if strategy == "beam" else 1
-    )
+    if sampler_mode is None and not use_locore:
+        return plain_generate(
+            model, inputs, strategy, max_new_tokens=max_new_tokens, num_beams=num_beams
+        )
+    config = generation_config(model, max_new_tokens, do_sample=False)
     if question_keys is None:
         image_token = getattr(model.config, "image_token_id", None)
         question_keys = question_key_mask(None, inputs, None, image_token)
@@ -220,7 +169,7 @@ def generate(
                 generators=generators,
             )
             processors.append(sampler)
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         decode_inputs: dict[str, Any] = dict(inputs)
         cache: dict[str, Any] = {}
@@ -229,7 +178,7 @@ def generate(
         sequences = model.generate(  # type: ignore[operator]
             **decode_inputs, **cache, generation_config=config, logits_processor=processors or None
         )
-        _sync(device)
+        synchronize(device)
         elapsed = time.perf_counter() - start
     return _collect(strategy, model, ids.shape[1], sequences, sampler, elapsed)
 
@@ -242,12 +191,7 @@ def _collect(
     sampler: SaliencyGuidedSampler | None,
     elapsed: float,
 ) -> DecodeOutput:
-    ends = _end_tokens(model)
-    new = sequences[:, prompt_width:].tolist()
-    tokens = []
-    for row in new:
-        cut = next((i + 1 for i, t in enumerate(row) if t in ends), len(row))
-        tokens.append(row[:cut])
+    tokens = new_tokens(model, prompt_width, sequences)
     records = sampler.state.records if sampler is not None else []
     saliency = draws = fallback = None
     if sampler is not None and sampler.score:

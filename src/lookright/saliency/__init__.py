@@ -14,29 +14,32 @@ pixels and :func:`alignment_score` (Saliency-R1's mass-in-box ratio) comes from
 :mod:`lookright.metrics.localisation`.
 """
 
-from lookright.metrics.localisation import alignment_score, upsample_map
-from lookright.saliency.api import (
-    available_methods,
-    explain_batch,
-    explain_sample,
-    get_method,
-    run_methods,
-)
-from lookright.saliency.base import METHODS, SaliencyMethod
-from lookright.saliency.batch import SaliencyBatch, prepare_batch
-from lookright.saliency.types import SaliencyResult
+from __future__ import annotations
 
-__all__ = [
-    "METHODS",
-    "SaliencyBatch",
-    "SaliencyMethod",
-    "SaliencyResult",
-    "alignment_score",
-    "available_methods",
-    "explain_sample",
-    "explain_batch",
-    "get_method",
-    "prepare_batch",
-    "run_methods",
-    "upsample_map",
-]
+import importlib
+from typing import Any
+
+# Loaded on first use: light modules of the package (render, types) import without torch.
+_LAZY = {
+    "alignment_score": "lookright.metrics.localisation",
+    "upsample_map": "lookright.metrics.localisation",
+    "available_methods": "lookright.saliency.api",
+    "explain_batch": "lookright.saliency.api",
+    "explain_sample": "lookright.saliency.api",
+    "get_method": "lookright.saliency.api",
+    "run_methods": "lookright.saliency.api",
+    "METHODS": "lookright.saliency.base",
+    "SaliencyMethod": "lookright.saliency.base",
+    "SaliencyBatch": "lookright.saliency.batch",
+    "prepare_batch": "lookright.saliency.batch",
+    "SaliencyResult": "lookright.saliency.types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -82,13 +82,11 @@ def generate_answer(
     loaded: LoadedModel, image: Image.Image, question: str, max_new_tokens: int
 ) -> str:
     """Greedy completion of the prompt, decoded keeping ``<think>`` tags (not special tokens)."""
-    from lookright.decoding.strategies import generate
+    from lookright.decoding.plain import plain_generate
 
     encoded = loaded.adapter.encode(loaded.processor, [image], [question])
     inputs = encoded.inputs.to(next(loaded.model.parameters()).device)
-    output = generate(
-        loaded.model, inputs, "greedy", max_new_tokens=max_new_tokens, adapter=loaded.adapter
-    )
+    output = plain_generate(loaded.model, inputs, "greedy", max_new_tokens=max_new_tokens)
     return loaded.processor.tokenizer.decode(output.tokens[0], skip_special_tokens=True)
 
 

@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import torch
-from tqdm.auto import tqdm
 
 from lookright.completion import final_answer
 from lookright.config import ConfigError, ModelSection, TrackingConfig
@@ -38,10 +36,8 @@ from lookright.decoding.params import (
     LocoreParams,
     SgrsParams,
 )
-from lookright.decoding.strategies import generate, question_key_mask, sample_generator
 from lookright.io import write_rows
 from lookright.metrics.pope import parse_yes_no, pope_by_split
-from lookright.models.base import load_model
 from lookright.stages.base import Stage
 from lookright.train.datasets import STAGE_ROLE, decode_image, load_subsample
 
@@ -191,17 +187,23 @@ def validate(cfg: DecodeConfig) -> DecodeConfig:
 # -- the run --------------------------------------------------------------------------------
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str) -> Any:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
 def _dtype(name: str) -> Any:
+    import torch
+
     return "auto" if name == "auto" else getattr(torch, name)
 
 
 def _load(cfg: DecodeConfig, model_dir: str | Path):
+    from lookright.models.base import load_model
+
     d = cfg.decode
     family = None if (Path(model_dir) / "config.json").exists() else cfg.model.family
     return load_model(
@@ -222,6 +224,11 @@ def run_decode(
     run: Any = None,
 ) -> dict[str, float]:
     """Decode the configured samples with ``strategy``; write answers.parquet + metrics.json."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from lookright.decoding.strategies import generate, question_key_mask, sample_generator
+
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
     validate(cfg)

@@ -5,7 +5,9 @@ the fingerprint of its stage's source files as a param: editing a file the stage
 the stage, editing any other file does not. The files are found, not listed by hand: the
 closure of a stage module's ``import`` statements (module-level and inside functions) within
 ``src/lookright``, plus the ``__init__.py`` of every package on the way (Python runs them).
-Imports by name at run time (``importlib.import_module`` of a string, e.g. the lazy reward and
+A name imported from a package whose ``__init__`` loads it lazily (a ``_LAZY = {name:
+module}`` table, read by :func:`lazy_exports`) counts as an import of that module. Other
+imports by name at run time (``importlib.import_module`` of a string, e.g. the reward and
 CLI registries) are not followed: a branch that uses such a module names it as an extra start
 module (:func:`fingerprint`'s ``modules``), so only the branches that run it rerun.
 
@@ -87,6 +89,39 @@ def imported_modules(path: Path, module: str) -> frozenset[str]:
     return frozenset(m for m in found if m == PACKAGE or m.startswith(f"{PACKAGE}."))
 
 
+@cache
+def lazy_exports(path: Path) -> dict[str, str]:
+    """``{name: module}`` of a package ``__init__``'s ``_LAZY`` table (names it imports on first
+    use through its module ``__getattr__``); empty when it has none."""
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "_LAZY" for t in targets):
+                assert node.value is not None
+                return _literal_table(node.value, path)
+    return {}
+
+
+def _literal_table(value: ast.expr, path: Path) -> dict[str, str]:
+    try:
+        table = ast.literal_eval(value)
+    except ValueError:  # a comprehension: {name: "module" for name in (...)}
+        if not (isinstance(value, ast.DictComp) and isinstance(value.value, ast.Constant)):
+            raise ValueError(f"{path}: _LAZY must be a literal table of names to modules") from None
+        names = ast.literal_eval(value.generators[0].iter)
+        table = dict.fromkeys(names, value.value.value)
+    return {str(k): str(v) for k, v in table.items()}
+
+
+def _lazy_module(name: str, root: Path) -> str | None:
+    """The module that ``pkg.name`` loads when ``pkg`` exports ``name`` lazily."""
+    package, _, attribute = name.rpartition(".")
+    init = module_file(package, root) if package else None
+    if init is None or init.name != "__init__.py":
+        return None
+    return lazy_exports(init).get(attribute)
+
+
 def closure(modules: Iterable[str], root: Path = ROOT) -> dict[str, Path]:
     """``{module: file}`` of ``modules``, everything they import, and their packages."""
     seen: dict[str, Path] = {}
@@ -96,8 +131,11 @@ def closure(modules: Iterable[str], root: Path = ROOT) -> dict[str, Path]:
         if module in seen:
             continue
         path = module_file(module, root)
-        if path is None:
-            continue  # a name imported from a module (a function, a class): not a module
+        if path is None:  # a name imported from a module (a function, a class)
+            lazy = _lazy_module(module, root)
+            if lazy is not None:
+                todo.append(lazy)
+            continue
         seen[module] = path
         todo += _parents(module)
         todo += imported_modules(path, module)

@@ -341,11 +341,11 @@ def greedy_answers(
 ) -> list[str]:
     """Greedy completions for rows with ``image_bytes`` and ``question``.
 
-    Through :func:`lookright.decoding.generate` (strategy ``greedy``), like the decode stage:
+    Through :func:`lookright.decoding.plain.plain_generate` (the decode stage's ``greedy``):
     a checkpoint's own sampling/penalty settings (Qwen2.5-VL ships repetition_penalty 1.05)
     do not change the held-out answers.
     """
-    from lookright.decoding.strategies import generate
+    from lookright.decoding.plain import plain_generate
 
     model.eval()
     tokenizer = processor.tokenizer
@@ -358,7 +358,7 @@ def greedy_answers(
             [r["question"] for r in batch],
         )
         inputs = encoded.inputs.to(model.device)
-        output = generate(model, inputs, "greedy", max_new_tokens=max_new_tokens, adapter=adapter)
+        output = plain_generate(model, inputs, "greedy", max_new_tokens=max_new_tokens)
         answers += [
             t.strip() for t in tokenizer.batch_decode(output.tokens, skip_special_tokens=True)
         ]

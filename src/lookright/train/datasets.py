@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
-import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -142,18 +142,21 @@ def decode_image(data: bytes) -> Image.Image:
         return img.convert("RGB")
 
 
-RGB_IMAGE = datasets.Image(mode="RGB")
-"""The ``datasets`` feature of an image column: decoded lazily and converted to RGB (the
-stored files may be CMYK, palette or grayscale)."""
+def rgb_image_feature():
+    """The ``datasets`` feature of an image column: decoded lazily and converted to RGB (the
+    stored files may be CMYK, palette or grayscale)."""
+    import datasets
+
+    return datasets.Image(mode="RGB")
 
 
-def conversational_dataset(
-    table: pa.Table, completion_of: Callable[[dict], str]
-) -> datasets.Dataset:
+def conversational_dataset(table: pa.Table, completion_of: Callable[[dict], str]) -> Any:
     """A TRL prompt-completion conversational dataset with lazily decoded images.
 
     ``completion_of(row)`` gives the assistant's target text for a sample row.
     """
+    import datasets
+
     rows = table.select(["sample_id", "question", "answer", "cot", "task"]).to_pylist()
     prompts = [
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["question"]}]}]
@@ -167,7 +170,7 @@ def conversational_dataset(
     features = datasets.Features(
         {
             "sample_id": datasets.Value("string"),
-            "images": datasets.Sequence(RGB_IMAGE),
+            "images": datasets.Sequence(rgb_image_feature()),
             "prompt": [
                 {
                     "role": datasets.Value("string"),

@@ -33,7 +33,7 @@ from lookright.train.common import (
     lora_config,
     run_arguments,
 )
-from lookright.train.datasets import RGB_IMAGE, STAGE_ROLE, load_samples
+from lookright.train.datasets import STAGE_ROLE, load_samples, rgb_image_feature
 from lookright.train.grpo.config import (
     AccuracyOptions,
     GrpoSection,
@@ -137,7 +137,7 @@ def grpo_dataset(table: pa.Table) -> Any:
             "boxes": datasets.Sequence(datasets.Sequence(datasets.Value("float32"))),
             "width": datasets.Value("int32"),
             "height": datasets.Value("int32"),
-            "images": datasets.Sequence(RGB_IMAGE),
+            "images": datasets.Sequence(rgb_image_feature()),
             "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
         }
     )
