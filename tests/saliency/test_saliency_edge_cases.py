@@ -128,6 +128,7 @@ def test_registry_names_and_errors():
             "gradcam",
             "logit_decomposition",
             "logit_decomposition_centered",
+            "occlusion",
             "random",
             "raw_attention",
             "rollout",

@@ -35,6 +35,7 @@ from PIL import Image, ImageFilter
 from lookright.models.geometry import ImageView
 
 __all__ = [
+    "BASELINE_KINDS",
     "auc",
     "cell_boundaries",
     "curve",
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 BaselineKind = Literal["blur", "mean", "zero"]
+BASELINE_KINDS: tuple[str, ...] = ("blur", "mean", "zero")
 DEFAULT_BLUR_RADIUS = 10.0
 
 

@@ -3,7 +3,8 @@
 
 Registry names (:func:`available_methods`): ``logit_decomposition``, ``cot_bottleneck``
 (Saliency-R1), ``attention_gradient`` (LVLMs-Saliency), ``glimpse`` (GLIMPSE), and the
-baselines ``raw_attention``, ``rollout``, ``gradcam``, ``tmme``, ``tmme_last_k``, ``random``.
+baselines ``raw_attention``, ``rollout``, ``gradcam``, ``tmme``, ``tmme_last_k``, ``random``, and
+the reference ``occlusion`` (per-cell drop of each token's log-prob; :mod:`occlusion`).
 
 >>> results = explain_batch(model, processor, images, questions, completions,
 ...                         ["logit_decomposition", "cot_bottleneck"])

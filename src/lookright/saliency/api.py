@@ -19,12 +19,14 @@ from transformers import PreTrainedModel
 import lookright.saliency.baselines  # noqa: F401  (registers methods)
 import lookright.saliency.decomposition  # noqa: F401
 import lookright.saliency.gradient_methods  # noqa: F401
+import lookright.saliency.occlusion  # noqa: F401
 from lookright.config import ConfigError
 from lookright.models.base import VLMAdapter, adapter_for
 from lookright.saliency.base import (
     METHODS,
     DirectMethod,
     GradientMethod,
+    PerturbationMethod,
     RowMethod,
     RowNeeds,
     SaliencyMethod,
@@ -89,7 +91,9 @@ def run_methods(
             )
         )
         for method in instances:
-            if isinstance(method, DirectMethod):
+            if isinstance(method, PerturbationMethod):
+                results[method.name] = method.explain(model, adapter, batch)
+            elif isinstance(method, DirectMethod):
                 results[method.name] = method.explain(batch)
     finally:
         model.train(was_training)

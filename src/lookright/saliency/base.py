@@ -8,6 +8,8 @@ Three kinds of method, by what they need from the model:
 * :class:`GradientMethod`: attention probabilities with autograd and per-token gradients
   (:mod:`gradient_pass`); all gradient methods of a call share one differentiable forward and
   one batched backward sweep per objective.
+* :class:`PerturbationMethod`: re-encodes perturbed copies of the images and runs its own
+  teacher-forced forwards (occlusion, the reference map).
 * :class:`DirectMethod`: needs no model computation (the random baseline).
 
 Methods are dataclasses: their fields are the options (documented defaults), so
@@ -20,6 +22,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from lookright.saliency.batch import SaliencyBatch
@@ -84,6 +87,16 @@ class SaliencyMethod(ABC):
 
     name: ClassVar[str]
 
+    def weighted_map(self, result: SaliencyResult, weights: np.ndarray) -> np.ndarray:
+        """The response map with token t's term weighted by ``weights[t]`` (flat, ``(h*w,)``).
+
+        Default: the weighted mean of the token maps (with ``weights = 1``: the mean of the
+        token maps, the response map of the mean-over-tokens methods). Methods that combine
+        their tokens otherwise override it so that ``weights = 1`` gives back their own
+        response map (:mod:`lookright.saliency.weighting`).
+        """
+        return weighted_sum(result, weights) / float(np.sum(weights))
+
 
 class RowMethod(SaliencyMethod):
     @abstractmethod
@@ -122,6 +135,19 @@ class GradientMethod(SaliencyMethod):
 class DirectMethod(SaliencyMethod):
     @abstractmethod
     def explain(self, batch: SaliencyBatch) -> list[SaliencyResult]: ...
+
+
+class PerturbationMethod(SaliencyMethod):
+    """Scores perturbed copies of the batch's images with its own forwards (occlusion)."""
+
+    @abstractmethod
+    def explain(self, model, adapter, batch: SaliencyBatch) -> list[SaliencyResult]: ...
+
+
+def weighted_sum(result: SaliencyResult, weights: np.ndarray) -> np.ndarray:
+    """``sum_t weights[t] * token_maps[t]``, flat ``(h*w,)``."""
+    maps = np.asarray(result.token_maps, dtype=np.float64).reshape(len(result.token_maps), -1)
+    return np.asarray(weights, dtype=np.float64) @ maps
 
 
 METHODS: dict[str, type[SaliencyMethod]] = {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
@@ -60,6 +61,8 @@ class SaliencyBatch:
     questions: list[str]
     completions: list[str]
     views: list[ImageView]
+    images: list[Image.Image] | None = None  # the RGB images (perturbation methods re-encode)
+    processor: Any = None
 
     @property
     def inputs(self):
@@ -282,6 +285,8 @@ def prepare_batch(
         questions=list(questions),
         completions=list(completions),
         views=[adapter.image_view(processor, im.size) for im in images],
+        images=images,
+        processor=processor,
     )
 
 

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from lookright.saliency.base import RowMethod, RowNeeds, RowPlan, register
+from lookright.saliency.base import RowMethod, RowNeeds, RowPlan, register, weighted_sum
 from lookright.saliency.batch import SaliencyBatch
 from lookright.saliency.plan import grid_maps
 from lookright.saliency.row_pass import RowPassResult
@@ -76,6 +76,7 @@ class LogitDecomposition(RowMethod):
             "token_ids": batch.token_ids(b, sample.targets),
             "token_positions": list(sample.targets),
             "token_scores": per_token.sum(axis=1),
+            "extras": {"answer_positions": list(sample.answer or [])},
         }
         if keep is None:
             return no_map(self.name, sample.grid, sample.cot_reason or "no answer span", **common)
@@ -83,6 +84,18 @@ class LogitDecomposition(RowMethod):
         if self.centered:
             summed = summed - summed.mean()
         return finish_map(self.name, sample.grid, np.maximum(summed, 0.0), **common)
+
+    def weighted_map(self, result: SaliencyResult, weights: np.ndarray) -> np.ndarray:
+        """``ReLU(sum_t w_t c_t)`` (centred: minus its mean over the visual tokens first).
+
+        The token maps are every completion token's; ``span="answer"`` keeps the answer's."""
+        if self.span == "answer":
+            answer = set(result.extras.get("answer_positions", []))
+            weights = weights * np.asarray([p in answer for p in result.token_positions])
+        summed = weighted_sum(result, weights)
+        if self.centered:
+            summed = summed - summed.mean()
+        return np.maximum(summed, 0.0)
 
     def _kept_tokens(self, sample) -> list[int] | None:
         if self.span == "completion":
@@ -124,6 +137,10 @@ class CotBottleneck(RowMethod):
 
     def needs(self) -> RowNeeds:
         return RowNeeds(cot=True)
+
+    def weighted_map(self, result: SaliencyResult, weights: np.ndarray) -> np.ndarray:
+        """``ReLU(sum_a w_a c[a, :])`` over the answer tokens."""
+        return np.maximum(weighted_sum(result, weights), 0.0)
 
     def from_rows(
         self, batch: SaliencyBatch, plan: RowPlan, rows: RowPassResult

@@ -18,7 +18,13 @@ import numpy as np
 import torch
 
 from lookright.saliency.attention_math import work_dtype
-from lookright.saliency.base import GradientMethod, GradientReducer, GradientTargets, register
+from lookright.saliency.base import (
+    GradientMethod,
+    GradientReducer,
+    GradientTargets,
+    register,
+    weighted_sum,
+)
 from lookright.saliency.batch import SaliencyBatch
 from lookright.saliency.gradient_pass import GradientForward
 from lookright.saliency.plan import grid_maps, visual_values
@@ -307,6 +313,10 @@ class Glimpse(GradientMethod):
 
     def reducer(self, batch, targets, forward) -> GradientReducer:
         return _GlimpseReducer(self, batch, targets, forward)
+
+    def weighted_map(self, result: SaliencyResult, weights: np.ndarray) -> np.ndarray:
+        """Eq. 23 with token t's visual weight ``p_t a_P`` (``token_scores``) times ``w_t``."""
+        return weighted_sum(result, weights * np.asarray(result.token_scores, dtype=np.float64))
 
 
 # -- TMME ------------------------------------------------------------------------------------
