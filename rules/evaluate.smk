@@ -9,6 +9,7 @@ rule evaluate_saliency:
         curves=f"{RESULTS}/eval/{{model}}/{{source}}/saliency/curves.parquet",
         maps=f"{RESULTS}/eval/{{model}}/{{source}}/saliency/maps.parquet",
         predictions=f"{RESULTS}/eval/{{model}}/{{source}}/saliency/predictions.parquet",
+        tokens=f"{RESULTS}/eval/{{model}}/{{source}}/saliency/tokens.parquet",
         metrics=f"{RESULTS}/eval/{{model}}/{{source}}/saliency/metrics.json",
         run=f"{RESULTS}/eval/{{model}}/{{source}}/saliency/run.json",
     log:

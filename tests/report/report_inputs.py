@@ -47,6 +47,8 @@ SUMMARY = {
                            del_auc=81.0, ins_auc=19.0, del_50=70.0),
 }  # fmt: skip
 VQA = {SFT: (0.85, 0.95, 0.55), GRPO: (0.9, 0.97, 0.7)}  # overall, bias_aligned, conflicting
+# thought faithfulness of the saliency evaluation: location, colour, answer follows, CoT share
+THOUGHT = {SFT: (0.25, 0.8, 0.9, 0.4), GRPO: (0.5, 0.85, 0.95, 0.6)}
 POPE_AVG = {"greedy": (0.81, 0.8, 0.84, 0.82, 0.52), "sgrs": (0.86, 0.88, 0.83, 0.855, 0.47)}
 CHAIR = {"greedy": (0.3, 0.12, 0.7, 11.5), "sgrs": (0.2, 0.08, 0.72, 10.5)}
 LATENCY = {"greedy": (0.05, 0.2), "sgrs": (0.09, 0.35)}
@@ -116,7 +118,9 @@ def write_saliency(folder: Path, source: str, maps: bool = True) -> None:
     _json(
         folder / "metrics.json",
         {"vqa_accuracy": overall, "vqa_accuracy/bias_aligned": aligned,
-         "vqa_accuracy/bias_conflicting": conflicting, "logit_decomposition/alignment": 0.6},
+         "vqa_accuracy/bias_conflicting": conflicting, "logit_decomposition/alignment": 0.6,
+         **dict(zip(("thought/location", "thought/color", "thought/answer_follows",
+                     "thought/cot_share"), THOUGHT[source], strict=True))},
     )  # fmt: skip
     _json(folder / "run.json", {"run_id": f"run-{source}-saliency", "stage": "evaluate_saliency"})
 

@@ -9,7 +9,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from report_inputs import CHAIR, GRPO, LATENCY, MODEL, POPE_AVG, SFT, SUMMARY, VQA, Inputs
+from report_inputs import (
+    CHAIR,
+    GRPO,
+    LATENCY,
+    MODEL,
+    POPE_AVG,
+    SFT,
+    SUMMARY,
+    THOUGHT,
+    VQA,
+    Inputs,
+)
 
 from lookright.config import ConfigError
 from lookright.report.collect import ReportInputError, discover, load_grpo, reward_set_of
@@ -84,6 +95,24 @@ def test_answers_prefers_a_strategys_own_vqa_accuracy(inputs: Inputs) -> None:
     assert rows[(SFT, "sgrs")]["vqa_accuracy"] == 0.25
     assert rows[(SFT, "sgrs")]["vqa_accuracy/bias_aligned"] is None
     assert rows[(SFT, "greedy")]["vqa_accuracy"] == VQA[SFT][0]
+
+
+def test_answers_carry_the_thought_faithfulness_of_the_saliency_evaluation(
+    inputs: Inputs,
+) -> None:
+    """Measured once per model x source (evaluate_saliency), shown on every strategy's row,
+    also where the strategy reports its own VQA accuracy."""
+    path = inputs.eval_dir / MODEL / SFT / "sgrs" / "metrics.json"
+    path.write_text(path.read_text().replace("{", '{"vqa_accuracy": 0.25, ', 1))
+    table = answers_table(discover(inputs.eval_dir))
+    names = table.column_names
+    columns = ["thought_location", "thought_color", "thought_answer_follows", "thought_cot_share"]
+    assert names.index("thought_location") > names.index("vqa_accuracy/bias_conflicting")
+    for (source, _), row in _rows(table).items():
+        assert [row[c] for c in columns] == list(THOUGHT[source])
+        assert row["thought_shape"] is None  # not in the metrics: null, not 0
+    markdown = markdown_table(table)
+    assert "Thought: location" in markdown and "Answer = thought" in markdown
 
 
 def test_answers_without_decoding_keep_one_vqa_row_per_source(tmp_path: Path) -> None:

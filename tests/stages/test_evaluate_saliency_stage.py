@@ -158,6 +158,8 @@ def test_saliency_table_one_row_per_sample_and_method(evaluated):
         "alignment",
         "nss",
         "spearman",
+        "occ_pearson",
+        "occ_spearman",
         *columns,
     ]
     ids = list(dict.fromkeys(r["sample_id"] for r in rows))
@@ -168,6 +170,7 @@ def test_saliency_table_one_row_per_sample_and_method(evaluated):
         assert r["correct"] == CORRECT[k] and r["subset"] == SUBSETS[k]
         assert r["has_map"] == (r["reason"] is None)
         assert r["has_map"] or r["method"] == "cot_bottleneck"  # may sum to 0 on a random model
+        assert r["occ_pearson"] is r["occ_spearman"] is None  # occlusion did not run
         if not r["has_map"]:
             assert r["alignment"] is r["nss"] is r["spearman"] is r["del_auc"] is None
             continue
@@ -253,6 +256,104 @@ def test_summary_maps_and_metrics(evaluated):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == pytest.approx(metrics)
     assert all(math.isfinite(v) for v in on_disk.values())
+
+
+FULL_METHODS = ["logit_decomposition", "cot_bottleneck", "tmme", "occlusion", "random"]
+WEIGHTINGS = ["uniform", "answer", "evidence", "occlusion"]
+
+
+@pytest.fixture(scope="module")
+def evaluated_full(inputs, tmp_path_factory):
+    """Occlusion, every token weighting, the CoT share's two methods; no deletion."""
+    out = tmp_path_factory.mktemp("evaluated-full")
+    config = _config(
+        methods=FULL_METHODS,
+        token_weightings=WEIGHTINGS,
+        faithfulness={"enabled": False},
+        occlusion={"cell_size": 2},
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(saliency_stage, "greedy_answers", fake_generation)
+        metrics = run_evaluate_saliency(config, inputs / "model", inputs / "data", out)
+    return out, metrics
+
+
+def test_weighting_variants_and_occlusion_agreement(evaluated_full):
+    out, metrics = evaluated_full
+    rows = pq.read_table(out / "saliency.parquet").to_pylist()
+    per_token = [m for m in FULL_METHODS if m != "random"]
+    names = FULL_METHODS + [f"{m}.{w}" for w in WEIGHTINGS[1:] for m in per_token]
+    ids = list(dict.fromkeys(r["sample_id"] for r in rows))
+    assert [(r["sample_id"], r["method"]) for r in rows] == [(i, n) for i in ids for n in names]
+    summary = pq.read_table(out / "summary.parquet").to_pylist()
+    assert [r["method"] for r in summary] == names
+    by_key = {(r["sample_id"], r["method"]): r for r in rows}
+    for sample_id in ids:
+        reference = by_key[(sample_id, "occlusion")]
+        if reference["has_map"]:
+            assert reference["occ_pearson"] == pytest.approx(1.0)
+            assert reference["occ_spearman"] == pytest.approx(1.0)
+        for name in names:
+            r = by_key[(sample_id, name)]
+            if not (r["has_map"] and reference["has_map"]):
+                assert r["occ_pearson"] is None
+            elif r["occ_pearson"] is not None:
+                assert -1.0 <= r["occ_pearson"] <= 1.0 and -1.0 <= r["occ_spearman"] <= 1.0
+    tmme = next(r for r in summary if r["method"] == "tmme")
+    if tmme["occ_pearson_mean"] is not None:
+        assert metrics["tmme/occ_pearson"] == pytest.approx(tmme["occ_pearson_mean"])
+
+
+@pytest.mark.parametrize("variants", [True, False])
+def test_faithfulness_of_the_weighting_variants_is_optional(inputs, tmp_path, variants):
+    config = _config(
+        methods=["raw_attention"],
+        token_weightings=["uniform", "answer"],
+        faithfulness={"curve_steps": 2, "max_samples": 2, "variants": variants},
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(saliency_stage, "greedy_answers", fake_generation)
+        run_evaluate_saliency(config, inputs / "model", inputs / "data", tmp_path)
+    summary = {r["method"]: r for r in pq.read_table(tmp_path / "summary.parquet").to_pylist()}
+    assert summary["raw_attention"]["n_faithfulness"] == 2
+    assert summary["raw_attention.answer"]["n_faithfulness"] == (2 if variants else 0)
+    assert summary["raw_attention.answer"]["n_maps"] == 4
+
+
+def test_tokens_table_has_every_token_visual_dependence(evaluated_full):
+    out, _ = evaluated_full
+    tokens = pq.read_table(out / "tokens.parquet")
+    assert tokens.schema == saliency_stage.TOKENS
+    rows = tokens.to_pylist()
+    predictions = pq.read_table(out / "predictions.parquet").to_pylist()
+    # occlusion scores the completions that are right, like deletion
+    assert {r["sample_id"] for r in rows} == {p["sample_id"] for p in predictions if p["correct"]}
+    for sample_id in {r["sample_id"] for r in rows}:
+        mine = [r for r in rows if r["sample_id"] == sample_id]
+        assert [r["index"] for r in mine] == list(range(len(mine)))
+        # "other": the tags' tokens, in neither the thought nor the answer
+        assert (
+            {"thought", "answer"} <= {r["segment"] for r in mine} <= {"thought", "answer", "other"}
+        )
+        assert mine[-1]["segment"] == "answer"  # the completion ends with its answer
+        assert all(0 <= r["best_cell"] < 16 for r in mine)  # the 4 x 4 grid of 112 px
+        assert any(r["visual_dependence"] != 0.0 for r in mine)
+
+
+def test_thought_faithfulness_in_predictions_and_metrics(evaluated_full):
+    """The fake model's thought is the reference's (every claim true); its answer is the
+    thought's colour where CORRECT, "purple" (another colour) where not."""
+    out, metrics = evaluated_full
+    predictions = pq.read_table(out / "predictions.parquet").to_pylist()
+    for p, correct in zip(predictions, CORRECT, strict=True):
+        assert p["thought_location"] and p["thought_shape"] and p["thought_color"]
+        assert p["answer_follows_thought"] == correct
+        assert p["cot_share"] is None or 0.0 <= p["cot_share"] <= 1.0
+    assert metrics["thought/location"] == metrics["thought/color"] == 1.0
+    assert metrics["thought/answer_follows"] == pytest.approx(np.mean(CORRECT))
+    assert metrics["thought/n_checked"] == 4
+    shares = [p["cot_share"] for p in predictions if p["cot_share"] is not None]
+    assert shares and metrics["thought/cot_share"] == pytest.approx(np.mean(shares))
 
 
 def test_completion_logprobs_batched_equals_one_by_one(inputs):
@@ -364,6 +465,10 @@ def test_injected_failure_leaves_a_failed_run(inputs, monkeypatch):
         ({"faithfulness": {"curve_steps": 1}}, r"evaluate\.faithfulness\.curve_steps"),
         ({"faithfulness": {"deletion_fractions": [0.0]}}, r"deletion_fractions"),
         ({"split": "train"}, r"evaluate\.split='train': no VQA samples"),
+        ({"token_weightings": ["uniform", "entropy"]}, r"evaluate\.token_weightings: unknown"),
+        ({"token_weightings": ["evidence"]}, r"'evidence' reads the 'logit_decomposition'"),
+        ({"token_weightings": ["occlusion"]}, r"add 'occlusion' to evaluate\.methods"),
+        ({"occlusion": {"cell_size": 0}}, r"evaluate\.occlusion\.cell_size"),
     ],
 )
 def test_config_errors_name_the_key(inputs, tmp_path, evaluate, message):

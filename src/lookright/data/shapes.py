@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -167,6 +168,34 @@ def cot_target(obj: ShapeObject) -> str:
     x = "left" if obj.box[0] + obj.box[2] < 1 else "right"
     y = "top" if obj.box[1] + obj.box[3] < 1 else "bottom"
     return f"<think>It is at the {y} {x}. The {obj.shape} {obj.color}.</think>{obj.color}"
+
+
+@dataclass(frozen=True)
+class ThoughtClaims:
+    """What a shapes thought claims: ``location`` ("top left", ...), ``shape`` and ``color``
+    (each ``None`` when the thought does not say it)."""
+
+    location: str | None
+    shape: str | None
+    color: str | None
+
+
+_LOCATION = re.compile(r"\b(top|bottom) (left|right)\b")
+
+
+def thought_claims(thought: str) -> ThoughtClaims:
+    """The claims of a thought written in :func:`cot_target`'s template (or close to it): the
+    first "top/bottom left/right", the first shape name and the LAST colour name (the
+    template names the colour last, after the shape)."""
+    words = re.findall(r"[a-z]+", thought.lower())
+    location = _LOCATION.search(thought.lower())
+    shapes = [w for w in words if w in SHAPES]
+    colors = [w for w in words if w in COLORS]
+    return ThoughtClaims(
+        location=" ".join(location.groups()) if location else None,
+        shape=shapes[0] if shapes else None,
+        color=colors[-1] if colors else None,
+    )
 
 
 def caption_for(objects: list[ShapeObject]) -> str:

@@ -1,20 +1,25 @@
 """The report's summary tables, as pyarrow tables, and their Markdown rendering.
 
 ``answers`` (one row per model x source x strategy)
-    model, source, reward_set, strategy, vqa_accuracy, vqa_accuracy/<subset>..., pope_accuracy,
+    model, source, reward_set, strategy, vqa_accuracy, vqa_accuracy/<subset>...,
+    thought_location, thought_shape, thought_color, thought_answer_follows (shares of the
+    checked shapes samples whose thought names the truth / whose answer is the thought's
+    colour), thought_cot_share (the CoT bottleneck's share of the answer's saliency), pope_accuracy,
     pope_precision, pope_recall, pope_f1, pope_yes_ratio (POPE's ``average`` split: the mean
     over the splits present), pope_n_random, pope_n_popular, pope_n_adversarial (the answers
     each split's figure rests on; 0 = that split is missing from the average), chair_s,
     chair_i, chair_recall (null, not 0, when no caption mentions an object), chair_mentions
     (object mentions found in the captions), caption_length, latency_pope_s,
     latency_caption_s, run_id.
-    VQA accuracy is measured once per model x source by the saliency evaluation (greedy) and
+    VQA accuracy and the thought columns are measured once per model x source by the saliency
+    evaluation (greedy) and
     repeated on each strategy's row, unless the strategy's own ``metrics.json`` has one. A
     model x source with a saliency evaluation but no decoded answers gets one row with a null
     strategy.
 
 ``saliency`` (one row per model x source x method; the shape of Saliency-R1's table)
     model, source, reward_set, method, n_maps, n_faithfulness, alignment_mean, nss_mean, spearman_mean,
+    occ_pearson_mean, occ_spearman_mean (agreement with the occlusion reference map),
     del_<pct>... and ins_<pct>... (by increasing percentage), del_auc, ins_auc, any other
     column of ``summary.parquet``, run_id. Counts stay integers, an all-null column is float.
 """
@@ -52,6 +57,15 @@ LATENCY_FIELDS = {
     "time_per_sample_s/pope": "latency_pope_s",
     "time_per_sample_s/caption": "latency_caption_s",
 }
+# evaluate_saliency's thought faithfulness (metrics.json key -> answers column), measured
+# once per model x source like the VQA accuracy
+THOUGHT_FIELDS = {
+    "thought/location": "thought_location",
+    "thought/shape": "thought_shape",
+    "thought/color": "thought_color",
+    "thought/answer_follows": "thought_answer_follows",
+    "thought/cot_share": "thought_cot_share",
+}
 POPE_SPLIT_COUNTS = tuple(f"pope_n_{split}" for split in POPE_SPLITS)
 CHAIR_COUNT = "chair_mentions"
 ANSWER_METRICS = (
@@ -67,6 +81,8 @@ SALIENCY_LEADING = (
     "alignment_mean",
     "nss_mean",
     "spearman_mean",
+    "occ_pearson_mean",
+    "occ_spearman_mean",
 )
 FRACTION_COLUMN = re.compile(r"^(del|ins)_?(\d+(?:\.\d+)?)$", re.IGNORECASE)
 HIDDEN_COLUMNS = ("reward_set", "run_id")
@@ -84,6 +100,13 @@ LABELS = {
     "del_auc": "Del AUC",
     "ins_auc": "Ins AUC",
     "vqa_accuracy": "VQA acc.",
+    "thought_location": "Thought: location",
+    "thought_shape": "Thought: shape",
+    "thought_color": "Thought: colour",
+    "thought_answer_follows": "Answer = thought",
+    "thought_cot_share": "CoT share",
+    "occ_pearson_mean": "Occl. r",
+    "occ_spearman_mean": "Occl. rho",
     "pope_accuracy": "POPE acc.",
     "pope_precision": "POPE prec.",
     "pope_recall": "POPE rec.",
@@ -101,6 +124,12 @@ LABELS = {
     "latency_caption_s": "s/sample (caption)",
 }
 HIGHER_IS_BETTER = {
+    "thought_location",
+    "thought_shape",
+    "thought_color",
+    "thought_answer_follows",
+    "occ_pearson_mean",
+    "occ_spearman_mean",
     "alignment_mean",
     "nss_mean",
     "spearman_mean",
@@ -124,12 +153,16 @@ def _run_id(d: EvalDir) -> str | None:
 
 
 def vqa_metrics(metrics: dict[str, Any] | None) -> dict[str, float | None]:
-    """``vqa_accuracy`` and every ``vqa_accuracy/<subset>`` of a metrics dict."""
-    return {
+    """``vqa_accuracy``, every ``vqa_accuracy/<subset>`` and the thought-faithfulness columns
+    (:data:`THOUGHT_FIELDS`) of a saliency evaluation's metrics dict."""
+    metrics = metrics or {}
+    values = {
         key: finite_or_none(value)
-        for key, value in (metrics or {}).items()
+        for key, value in metrics.items()
         if key == "vqa_accuracy" or key.startswith("vqa_accuracy/")
     }
+    thought = {out: finite_or_none(metrics.get(key)) for key, out in THOUGHT_FIELDS.items()}
+    return values | thought if values or any(v is not None for v in thought.values()) else values
 
 
 def pope_average(d: EvalDir, metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -181,6 +214,9 @@ def answer_row(d: EvalDir, vqa: dict[str, float | None]) -> dict[str, Any]:
     metrics = read_json(d.path / "metrics.json") or {}
     own_vqa = vqa_metrics(metrics)
     row: dict[str, Any] = {**d.keys(), "strategy": d.kind, **(own_vqa or vqa)}
+    for column in THOUGHT_FIELDS.values():  # only the saliency evaluation measures these
+        if row.get(column) is None:
+            row[column] = vqa.get(column)
     row |= pope_average(d, metrics) | pope_split_counts(d, metrics) | chair_values(d, metrics)
     row |= {out: finite_or_none(metrics.get(key)) for key, out in LATENCY_FIELDS.items()}
     row["run_id"] = _run_id(d)
@@ -189,7 +225,7 @@ def answer_row(d: EvalDir, vqa: dict[str, float | None]) -> dict[str, Any]:
 
 def _answers_schema(rows: Sequence[dict[str, Any]]) -> pa.Schema:
     subsets = sorted({k for r in rows for k in r if k.startswith("vqa_accuracy/")})
-    numeric = ["vqa_accuracy", *subsets, *ANSWER_METRICS]
+    numeric = ["vqa_accuracy", *subsets, *THOUGHT_FIELDS.values(), *ANSWER_METRICS]
     pope_end = numeric.index("pope_yes_ratio") + 1
     chair_end = numeric.index("chair_recall") + 1
     columns = (

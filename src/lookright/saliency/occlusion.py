@@ -25,6 +25,7 @@ OWN token ids appended (:func:`~lookright.saliency.batch.encode_with_completion_
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,6 +37,8 @@ from lookright.metrics.faithfulness import BASELINE_KINDS, make_baseline, pertur
 from lookright.saliency.base import PerturbationMethod, register, weighted_sum
 from lookright.saliency.batch import SaliencyBatch, encode_with_completion_ids
 from lookright.saliency.types import SaliencyResult, finish_map, no_map
+
+NOT_SAMPLED = "not in the occlusion subsample"
 
 
 def cell_groups(grid: tuple[int, int], cell_size: int) -> list[np.ndarray]:
@@ -110,10 +113,19 @@ class Occlusion(PerturbationMethod):
         """``ReLU(sum_t w_t M[t])``."""
         return np.maximum(weighted_sum(result, weights), 0.0)
 
-    def explain(self, model, adapter, batch: SaliencyBatch) -> list[SaliencyResult]:
+    def explain(
+        self, model, adapter, batch: SaliencyBatch, only: Collection[int] | None = None
+    ) -> list[SaliencyResult]:
+        """Results of every sample of the batch; with ``only``, samples outside it get "no
+        map" ("not in the occlusion subsample") and cost nothing."""
         if batch.images is None or batch.processor is None:
             raise ValueError("occlusion needs the batch's images and processor (prepare_batch)")
-        return [self._sample(model, adapter, batch, b) for b in range(len(batch))]
+        return [
+            self._sample(model, adapter, batch, b)
+            if only is None or b in only
+            else no_map(self.name, batch.samples[b].grid, NOT_SAMPLED)
+            for b in range(len(batch))
+        ]
 
     def _sample(self, model, adapter, batch: SaliencyBatch, b: int) -> SaliencyResult:
         sample = batch.samples[b]

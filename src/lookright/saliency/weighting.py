@@ -27,11 +27,14 @@ the answer tokens (``cot_bottleneck``) takes the weights of those tokens.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookright.saliency.batch import SampleTokens
 from lookright.saliency.types import SaliencyResult, finish_map, no_map
+
+if TYPE_CHECKING:  # a light module (no torch): the config section imports its names
+    from lookright.saliency.batch import SampleTokens
 
 WEIGHTINGS: tuple[str, ...] = ("uniform", "answer", "evidence", "occlusion")
 # the method whose result each data-driven weighting reads
@@ -62,10 +65,13 @@ def occlusion_weights(occlusion: SaliencyResult) -> dict[int, float]:
 
 def signal_weights(weighting: str, signal: SaliencyResult | None) -> dict[int, float] | None:
     """The per-position weights of a data-driven weighting, from its signal method's result."""
-    if weighting == "evidence":
-        return evidence_weights(signal) if signal is not None else None
-    if weighting == "occlusion":
-        return occlusion_weights(signal) if signal is not None else None
+    if signal is None or signal.token_maps is None:  # not run, or no map for this sample
+        if weighting in SIGNAL_METHOD:
+            return None
+    elif weighting == "evidence":
+        return evidence_weights(signal)
+    elif weighting == "occlusion":
+        return occlusion_weights(signal)
     raise ValueError(f"{weighting!r} has no signal; valid: {sorted(SIGNAL_METHOD)}")
 
 

@@ -17,17 +17,34 @@ For one trained model, on the VQA samples of ``evaluate.split`` with role ``eval
    human-attention map (docs/methods.md#nss_spearman);
 3. Saliency-R1's deletion / insertion faithfulness on ``evaluate.faithfulness.max_samples``
    correctly answered samples (stratified as above; see
-   :func:`score_faithfulness`).
+   :func:`score_faithfulness`);
+4. with ``occlusion`` among the methods (the reference map, docs/methods.md#occlusion): every
+   map's agreement with it (Pearson / Spearman per sample) and each completion token's visual
+   dependence; every non-uniform ``evaluate.token_weightings`` adds the maps rebuilt with that
+   token weighting (``<method>.<weighting>``, docs/methods.md#token_weighting), scored like
+   the methods;
+5. thought faithfulness (docs/methods.md#thought_faithfulness): on shapes samples, whether
+   the thought names the true location / shape / colour and the answer follows the thought;
+   on every sample, the CoT bottleneck's share of the answer's saliency.
 
 Outputs in ``--out`` (Parquet written atomically, all logged to the stage's MLflow run):
 
 ``predictions.parquet`` (:data:`PREDICTIONS`), one row per sample
     sample_id, image_id, subset, question, reference, completion (the greedy text, special
-    tokens skipped), answer (after the last ``</think>``, stripped), correct.
-``saliency.parquet``, one row per sample x method (order: samples, then methods as configured)
+    tokens skipped), answer (after the last ``</think>``, stripped), correct,
+    thought_location, thought_shape, thought_color, answer_follows_thought (null where the
+    claims cannot be checked: not the shapes template), cot_share (null without
+    ``cot_bottleneck`` + ``logit_decomposition`` or a thought).
+``tokens.parquet`` (:data:`TOKENS`), one row per completion token (with ``occlusion``)
+    sample_id, index, position, token_id, token (decoded), segment ("thought" | "answer" |
+    "other": the tags), visual_dependence (occlusion drop of its best cell, nats), best_cell
+    (raster index on the grid).
+``saliency.parquet``, one row per sample x method (order: samples, then methods as configured,
+    then the ``<method>.<weighting>`` variants by weighting)
     sample_id, method, subset, correct, has_map, reason (why there is no map), alignment
     (in [0, 1]; null without a box or a map), nss, spearman (null without a human map or a
-    map, or when undefined, e.g. a constant map); with faithfulness enabled also
+    map, or when undefined, e.g. a constant map), occ_pearson, occ_spearman (agreement with
+    the occlusion map; null without it); with faithfulness enabled also
     ``del_<pct>`` / ``ins_<pct>`` for the configured fractions (``del_5`` = 5 % of the cells
     deleted; relative scores, 100 = unchanged), ``del_auc``, ``ins_auc`` (mean height of the
     sample's curve); null for samples that were not scored.
@@ -35,7 +52,8 @@ Outputs in ``--out`` (Parquet written atomically, all logged to the stage's MLfl
     method, kind ("deletion" | "insertion"), fraction, score_mean, score_std (population std
     over samples), n (samples).
 ``summary.parquet``, one row per method (Saliency-R1's faithfulness table + localisation)
-    method, n_maps, n_faithfulness, alignment_mean, nss_mean, spearman_mean, the means of the
+    method, n_maps, n_faithfulness, alignment_mean, nss_mean, spearman_mean, occ_pearson_mean,
+    occ_spearman_mean, the means of the
     ``del_*`` / ``ins_*`` columns, del_auc, ins_auc (null when nothing was defined).
 ``maps.parquet`` (:data:`lookright.saliency.storage.MAP_SCHEMA`)
     every method's maps of the first ``evaluate.gallery_samples`` samples, with the image
@@ -43,8 +61,11 @@ Outputs in ``--out`` (Parquet written atomically, all logged to the stage's MLfl
 ``metrics.json``
     flat and NaN-free: vqa_accuracy, ``vqa_accuracy/<subset>``, n_samples, n_correct,
     n_faithfulness_samples, per method ``<method>/alignment``, ``<method>/nss``,
-    ``<method>/spearman``, ``<method>/del_5`` ..., ``<method>/del_auc``,
-    ``<method>/ins_auc`` (undefined values are left out), and the wall time of each phase.
+    ``<method>/spearman``, ``<method>/occ_pearson``, ``<method>/occ_spearman``,
+    ``<method>/del_5`` ..., ``<method>/del_auc``, ``<method>/ins_auc``, ``thought/location``,
+    ``thought/shape``, ``thought/color``, ``thought/answer_follows`` (shares of the checked
+    samples), ``thought/n_checked``, ``thought/cot_share`` (undefined values are left out), and
+    the wall time of each phase.
 """
 
 from __future__ import annotations
@@ -54,8 +75,8 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -70,6 +91,7 @@ from lookright.config import ConfigError
 from lookright.data.subsample import stratified_indices
 from lookright.io import write_rows
 from lookright.metrics.accuracy import accuracy_by_subset, exact_match
+from lookright.metrics.agreement import map_agreement
 from lookright.metrics.faithfulness import (
     auc,
     make_baseline,
@@ -80,18 +102,33 @@ from lookright.metrics.faithfulness import (
 )
 from lookright.metrics.human_alignment import MetricUndefinedWarning, nss, spearman
 from lookright.metrics.localisation import alignment_score
+from lookright.metrics.thought_faithfulness import (
+    bottleneck_share,
+    thought_summary,
+    thought_verdicts,
+)
 from lookright.models.base import VLMAdapter, load_model
 from lookright.models.geometry import ImageView
 from lookright.saliency.api import get_method, run_methods
-from lookright.saliency.batch import prepare_batch
+from lookright.saliency.base import DirectMethod, SaliencyMethod
+from lookright.saliency.batch import SaliencyBatch, SampleTokens, prepare_batch
+from lookright.saliency.occlusion import Occlusion
 from lookright.saliency.storage import map_row, write_maps
 from lookright.saliency.types import SaliencyResult
+from lookright.saliency.weighting import SIGNAL_METHOD, reweighted, signal_weights, variant_name
 from lookright.stages.base import Stage
-from lookright.stages.evaluation import EvaluateConfig, FaithfulnessSection, validate
+from lookright.stages.evaluation import (
+    EvaluateConfig,
+    EvaluateSection,
+    FaithfulnessSection,
+    validate,
+)
 from lookright.train.common import greedy_answers
 from lookright.train.datasets import STAGE_ROLE, decode_image, load_subsample
 
 KINDS = ("deletion", "insertion")
+# per-sample map metrics of saliency.parquet, averaged into summary.parquet as <name>_mean
+MAP_METRICS = ("alignment", "nss", "spearman", "occ_pearson", "occ_spearman")
 
 PREDICTIONS = pa.schema(
     [
@@ -103,9 +140,28 @@ PREDICTIONS = pa.schema(
         pa.field("completion", pa.string(), nullable=False),
         pa.field("answer", pa.string(), nullable=False),
         pa.field("correct", pa.bool_(), nullable=False),
+        pa.field("thought_location", pa.bool_()),
+        pa.field("thought_shape", pa.bool_()),
+        pa.field("thought_color", pa.bool_()),
+        pa.field("answer_follows_thought", pa.bool_()),
+        pa.field("cot_share", pa.float64()),
     ]
 )
 """``predictions.parquet``: one row per evaluated VQA sample (see the module docstring)."""
+
+TOKENS = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("index", pa.int32(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("token_id", pa.int64(), nullable=False),
+        pa.field("token", pa.string(), nullable=False),
+        pa.field("segment", pa.string(), nullable=False),
+        pa.field("visual_dependence", pa.float64(), nullable=False),
+        pa.field("best_cell", pa.int32(), nullable=False),
+    ]
+)
+"""``tokens.parquet``: each completion token's visual dependence (occlusion's best cell)."""
 
 SALIENCY_BASE = [
     pa.field("sample_id", pa.string(), nullable=False),
@@ -117,6 +173,8 @@ SALIENCY_BASE = [
     pa.field("alignment", pa.float64()),
     pa.field("nss", pa.float64()),
     pa.field("spearman", pa.float64()),
+    pa.field("occ_pearson", pa.float64()),
+    pa.field("occ_spearman", pa.float64()),
 ]
 
 CURVES = pa.schema(
@@ -156,7 +214,8 @@ def load_vqa_samples(
 
 
 def prediction_rows(rows: Sequence[dict], completions: Sequence[str]) -> list[dict[str, Any]]:
-    """``predictions.parquet`` rows: answer after the last ``</think>``, exact-match correct."""
+    """``predictions.parquet`` rows: answer after the last ``</think>``, exact-match correct,
+    and the thought's verdicts on shapes samples (:mod:`lookright.metrics.thought_faithfulness`)."""
     return [
         {
             "sample_id": r["sample_id"],
@@ -167,6 +226,8 @@ def prediction_rows(rows: Sequence[dict], completions: Sequence[str]) -> list[di
             "completion": c,
             "answer": final_answer(c),
             "correct": exact_match(c, r["answer"]),
+            **thought_verdicts(r.get("cot") if r.get("source") == "shapes" else None, c),
+            "cot_share": None,  # set from the maps (explain_samples)
         }
         for r, c in zip(rows, completions, strict=True)
     ]
@@ -186,18 +247,140 @@ def accuracy_metrics(predictions: Sequence[Mapping[str, Any]]) -> dict[str, floa
 
 @dataclass
 class SampleMaps:
-    """The response-level maps of one sample (``None`` = no map), why a map is missing, and
-    the part of the image the maps' grid covers (the processor's crop/pad)."""
+    """The response-level maps of one sample (``None`` = no map) by evaluated name (methods and
+    their ``<method>.<weighting>`` variants), why a map is missing, the part of the image the
+    maps' grid covers (the processor's crop/pad), each completion token's visual dependence
+    (``tokens.parquet`` rows, when occlusion ran) and the CoT bottleneck's share."""
 
     maps: dict[str, np.ndarray | None]
     reasons: dict[str, str | None]
     results: dict[str, SaliencyResult] | None = None  # full results, gallery samples only
     view: ImageView | None = None
+    tokens: list[dict[str, Any]] = field(default_factory=list)
+    cot_share: float | None = None
 
 
-def _methods(names: Sequence[str], seed: int) -> list[Any]:
-    """Method instances; ``random`` seeded per batch start so maps do not depend on batching."""
-    return [get_method(n, seed=seed) if n == "random" else get_method(n) for n in names]
+def _methods(names: Sequence[str], seed: int, e: EvaluateSection | None = None) -> list[Any]:
+    """Method instances; ``random`` seeded per batch start so maps do not depend on batching;
+    ``occlusion`` with the deletion metric's baseline and ``evaluate.occlusion``."""
+    out = []
+    for name in names:
+        if name == "random":
+            out.append(get_method(name, seed=seed))
+        elif name == "occlusion" and e is not None:
+            f = e.faithfulness
+            out.append(
+                get_method(
+                    name,
+                    baseline=f.baseline,
+                    blur_radius=f.blur_radius,
+                    cell_size=e.occlusion.cell_size,
+                    batch_size=e.batch_size,
+                )
+            )
+        else:
+            out.append(get_method(name))
+    return out
+
+
+def evaluated_names(methods: Sequence[str], weightings: Sequence[str]) -> list[str]:
+    """The rows of ``saliency.parquet`` per sample: every method (uniform weighting), then
+    ``<method>.<weighting>`` of every per-token method for each other weighting."""
+    names = list(methods) if "uniform" in weightings else []
+    for weighting in weightings:
+        if weighting != "uniform":
+            names += [variant_name(m, weighting) for m in methods if _per_token(m)]
+    return names
+
+
+def _per_token(name: str) -> bool:
+    from lookright.saliency.base import METHODS
+
+    return not issubclass(METHODS[name], DirectMethod)
+
+
+def _variants(
+    instances: Sequence[SaliencyMethod],
+    per: Mapping[str, SaliencyResult],
+    sample: SampleTokens,
+    weightings: Sequence[str],
+) -> dict[str, SaliencyResult]:
+    """``{<method>.<weighting>: result}`` of the non-uniform weightings."""
+    out = {}
+    for weighting in weightings:
+        if weighting == "uniform":
+            continue
+        signal = None
+        if weighting in SIGNAL_METHOD:
+            signal = signal_weights(weighting, per.get(SIGNAL_METHOD[weighting]))
+        for method in instances:
+            if _per_token(method.name):
+                result = reweighted(method, per[method.name], weighting, sample, signal)
+                out[result.method] = result
+    return out
+
+
+def token_rows(
+    sample_id: str, occlusion: SaliencyResult | None, sample: SampleTokens, tokenizer: Any
+) -> list[dict[str, Any]]:
+    """``tokens.parquet`` rows of one sample: each completion token's occlusion dependence."""
+    if occlusion is None or occlusion.token_scores is None:
+        return []
+    thought, answer = set(sample.thought or []), set(sample.answer or [])
+    best = occlusion.extras.get("best_cell", [])
+    rows = []
+    for k, (position, token_id) in enumerate(
+        zip(occlusion.token_positions, occlusion.token_ids, strict=True)
+    ):
+        segment = "thought" if position in thought else "answer" if position in answer else "other"
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "index": k,
+                "position": int(position),
+                "token_id": int(token_id),
+                "token": tokenizer.decode([int(token_id)], skip_special_tokens=False),
+                "segment": segment,
+                "visual_dependence": float(occlusion.token_scores[k]),
+                "best_cell": int(best[k]) if k < len(best) else -1,
+            }
+        )
+    return rows
+
+
+def cot_share_of(per: Mapping[str, SaliencyResult], sample: SampleTokens) -> float | None:
+    """The CoT bottleneck's share of the answer's saliency (needs ``cot_bottleneck`` and
+    ``logit_decomposition``; :func:`lookright.metrics.thought_faithfulness.bottleneck_share`)."""
+    bottleneck, direct = per.get("cot_bottleneck"), per.get("logit_decomposition")
+    if bottleneck is None or direct is None or direct.token_maps is None or not sample.answer:
+        return None
+    if sample.cot_reason is not None:
+        return None
+    answer = set(sample.answer)
+    keep = [k for k, p in enumerate(direct.token_positions) if p in answer]
+    through = bottleneck.response_map if bottleneck.has_map else np.zeros(sample.grid)
+    direct_map = np.maximum(direct.token_maps[keep].sum(axis=0), 0.0)
+    return bottleneck_share(through, direct_map)
+
+
+def _sample_maps(
+    per: Mapping[str, SaliencyResult],
+    batch: SaliencyBatch,
+    b: int,
+    sample_id: str,
+    keep: bool,
+    tokenizer: Any,
+    variants: Mapping[str, SaliencyResult],
+) -> SampleMaps:
+    everything = {**per, **variants}
+    return SampleMaps(
+        maps={m: r.response_map if r.has_map else None for m, r in everything.items()},
+        reasons={m: None if r.has_map else (r.reason or "no map") for m, r in everything.items()},
+        results=dict(per) if keep else None,
+        view=batch.views[b],
+        tokens=token_rows(sample_id, per.get("occlusion"), batch.samples[b], tokenizer),
+        cot_share=cot_share_of(per, batch.samples[b]),
+    )
 
 
 def explain_samples(
@@ -212,12 +395,20 @@ def explain_samples(
     batch_size: int,
     seed: int = 0,
     keep_results: int = 0,
+    evaluate: EvaluateSection | None = None,
+    occluded: Collection[int] | None = None,
 ) -> list[SampleMaps]:
     """Maps of every method for every sample, teacher-forcing ``completions`` in batches.
 
     The ``random`` map of sample ``k`` is seeded with ``seed + k`` whatever the batch size;
     the full :class:`SaliencyResult` (token maps, ...) is kept for the first ``keep_results``.
+    With ``evaluate`` (the stage's section), occlusion follows its options and every
+    non-uniform ``evaluate.token_weightings`` adds the ``<method>.<weighting>`` maps.
+    Occlusion runs on the samples (indices into ``rows``) of ``occluded`` only (None = all);
+    the others get "no map" from it.
     """
+    weightings = evaluate.token_weightings if evaluate is not None else ["uniform"]
+    occluded = set(range(len(rows))) if occluded is None else set(occluded)
     out: list[SampleMaps] = []
     for start in tqdm(range(0, len(rows), batch_size), desc="saliency", leave=False):
         end = min(start + batch_size, len(rows))
@@ -230,19 +421,21 @@ def explain_samples(
             list(completions[start:end]),
         )
         batch.to(next(model.parameters()).device)
-        results = run_methods(model, adapter, batch, _methods(methods, seed + start))
+        instances = _methods(methods, seed + start, evaluate)
+        shared = [m for m in instances if not isinstance(m, Occlusion)]
+        results = run_methods(model, adapter, batch, shared)
+        for method in instances:
+            if isinstance(method, Occlusion):
+                only = {b for b in range(end - start) if start + b in occluded}
+                results[method.name] = method.explain(model, adapter, batch, only=only)
+                for result, view in zip(results[method.name], batch.views, strict=True):
+                    result.view = view
         for b in range(end - start):
             per = {m: results[m][b] for m in methods}
-            out.append(
-                SampleMaps(
-                    maps={m: r.response_map if r.has_map else None for m, r in per.items()},
-                    reasons={
-                        m: None if r.has_map else (r.reason or "no map") for m, r in per.items()
-                    },
-                    results=per if start + b < keep_results else None,
-                    view=batch.views[b],
-                )
-            )
+            variants = _variants(instances, per, batch.samples[b], weightings)
+            keep = start + b < keep_results
+            sample_id = rows[start + b]["sample_id"]
+            out.append(_sample_maps(per, batch, b, sample_id, keep, processor.tokenizer, variants))
     return out
 
 
@@ -450,7 +643,7 @@ def summary_schema(columns: Sequence[str]) -> pa.Schema:
         pa.field("n_maps", pa.int32(), nullable=False),
         pa.field("n_faithfulness", pa.int32(), nullable=False),
     ]
-    names = ["alignment_mean", "nss_mean", "spearman_mean", *columns]
+    names = [f"{m}_mean" for m in MAP_METRICS] + list(columns)
     return pa.schema([*fields, *(pa.field(n, pa.float64()) for n in names)])
 
 
@@ -493,7 +686,7 @@ def summary_rows(
             "n_maps": sum(r["has_map"] for r in mine),
             "n_faithfulness": sum(r.get("del_auc") is not None for r in mine),
         }
-        for name in ("alignment", "nss", "spearman"):
+        for name in MAP_METRICS:
             row[f"{name}_mean"] = _mean(r[name] for r in mine)
         for name in columns:
             row[name] = _mean(r.get(name) for r in mine)
@@ -507,7 +700,7 @@ def method_metrics(
     """``<method>/alignment``, ``<method>/nss``, ... of the summary rows; undefined ones dropped."""
     metrics = {}
     for row in summary:
-        for name in ("alignment", "nss", "spearman"):
+        for name in MAP_METRICS:
             metrics[f"{row['method']}/{name}"] = row[f"{name}_mean"]
         for name in columns:
             metrics[f"{row['method']}/{name}"] = row[name]
@@ -531,6 +724,16 @@ def _load(model_dir: str | Path, device: str) -> Any:
     return loaded
 
 
+def correct_subsample(
+    rows: Sequence[dict], predictions: Sequence[Mapping[str, Any]], n: int | None, seed: int
+) -> list[int]:
+    """Indices of at most ``n`` correctly answered samples, stratified by source and subset
+    (deletion / insertion and occlusion score the model's log-prob of a RIGHT completion)."""
+    correct = [k for k, p in enumerate(predictions) if p["correct"]]
+    picked = stratified_indices([rows[k] for k in correct], n, seed)
+    return sorted(correct[i] for i in picked)
+
+
 def _faithfulness(
     loaded: Any,
     cfg: EvaluateConfig,
@@ -544,9 +747,9 @@ def _faithfulness(
     f = e.faithfulness
     if not f.enabled:
         return {}
-    correct = [k for k, p in enumerate(predictions) if p["correct"]]
-    picked = stratified_indices([rows[k] for k in correct], f.max_samples, cfg.seed)
-    chosen = sorted(correct[i] for i in picked)
+    chosen = correct_subsample(rows, predictions, f.max_samples, cfg.seed)
+    names = evaluated_names(e.methods, e.token_weightings if f.variants else ["uniform"])
+    names = [n for n in names if n in evaluated_names(e.methods, e.token_weightings)]
     out = {}
     for k in tqdm(chosen, desc="faithfulness", leave=False):
         out[rows[k]["sample_id"]] = score_faithfulness(
@@ -556,7 +759,7 @@ def _faithfulness(
             images[k],
             rows[k]["question"],
             predictions[k]["completion"],
-            explained[k].maps,
+            {n: explained[k].maps[n] for n in names},
             f,
             batch_size=e.batch_size,
             view=explained[k].view,
@@ -575,7 +778,9 @@ def _saliency_rows(
     e = cfg.evaluate
     out = []
     for row, image, prediction, sample in zip(rows, images, predictions, explained, strict=True):
-        for method in e.methods:
+        reference = sample.maps.get("occlusion")
+        for method in evaluated_names(e.methods, e.token_weightings):
+            agreement = map_agreement(sample.maps[method], reference)
             record = {
                 "sample_id": row["sample_id"],
                 "method": method,
@@ -584,6 +789,8 @@ def _saliency_rows(
                 "has_map": sample.maps[method] is not None,
                 "reason": sample.reasons[method],
                 **map_metrics(sample.maps[method], row, image.size, e.nss_percentile, sample.view),
+                "occ_pearson": agreement["pearson"],
+                "occ_spearman": agreement["spearman"],
             }
             scores = faithfulness.get(row["sample_id"], {}).get(method)
             if scores:
@@ -610,7 +817,7 @@ def _gallery_rows(
                     image.size,
                     row["question"],
                     prediction["completion"],
-                    alignment[(row["sample_id"], method)],
+                    alignment.get((row["sample_id"], method)),
                 )
             )
     return out
@@ -659,7 +866,11 @@ def run_evaluate_saliency(
         batch_size=e.batch_size,
         seed=cfg.seed,
         keep_results=e.gallery_samples,
+        evaluate=e,
+        occluded=correct_subsample(rows, predictions, e.occlusion.max_samples, cfg.seed),
     )
+    for prediction, sample in zip(predictions, explained, strict=True):
+        prediction["cot_share"] = sample.cot_share
     timings["saliency_time_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -668,10 +879,14 @@ def run_evaluate_saliency(
 
     columns = faithfulness_columns(e.faithfulness) if e.faithfulness.enabled else []
     saliency = _saliency_rows(cfg, rows, images, predictions, explained, faithfulness)
-    summary = summary_rows(saliency, e.methods, columns)
+    names = evaluated_names(e.methods, e.token_weightings)
+    summary = summary_rows(saliency, names, columns)
     write_rows(predictions, PREDICTIONS, out_dir / "predictions.parquet")
     write_rows(saliency, saliency_schema(columns), out_dir / "saliency.parquet")
-    write_rows(curve_rows(faithfulness, e.methods), CURVES, out_dir / "curves.parquet")
+    write_rows(curve_rows(faithfulness, names), CURVES, out_dir / "curves.parquet")
+    write_rows(
+        [t for sample in explained for t in sample.tokens], TOKENS, out_dir / "tokens.parquet"
+    )
     write_rows(summary, summary_schema(columns), out_dir / "summary.parquet")
     write_maps(
         _gallery_rows(rows, images, predictions, explained, saliency), out_dir / "maps.parquet"
@@ -682,6 +897,7 @@ def run_evaluate_saliency(
         "n_samples": float(len(rows)),
         "n_correct": float(sum(p["correct"] for p in predictions)),
         "n_faithfulness_samples": float(len(faithfulness)),
+        **thought_summary(predictions),
         **method_metrics(summary, columns),
         **timings,
     }
@@ -697,6 +913,7 @@ def run_evaluate_saliency(
 
 OUTPUTS = (
     "predictions.parquet",
+    "tokens.parquet",
     "saliency.parquet",
     "curves.parquet",
     "summary.parquet",
@@ -733,7 +950,7 @@ class EvaluateSaliency(Stage):
         return {
             **metrics,
             "wall_s": time.perf_counter() - started,
-            "n_methods": len(cfg.evaluate.methods),
+            "n_methods": len(evaluated_names(cfg.evaluate.methods, cfg.evaluate.token_weightings)),
         }
 
     def summary(self, result: dict[str, Any], args: argparse.Namespace) -> str:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from lookright.config import ConfigError, ModelSection, TrackingConfig
 from lookright.data.schema import VOCABULARIES as OBJECT_VOCABULARIES
+from lookright.metrics.faithfulness import BASELINE_KINDS as BASELINES
+from lookright.saliency.weighting import SIGNAL_METHOD, WEIGHTINGS
 
-BASELINES = ("blur", "mean", "zero")
 VOCABULARIES = ("auto", *OBJECT_VOCABULARIES)
 SINGULARISERS = ("rule", "wordnet", "auto")
 
@@ -28,6 +29,17 @@ class FaithfulnessSection:
     insertion_fractions: list[float] = field(default_factory=lambda: [0.3])
     curve_steps: int = 10  # full curves at 0, 1/steps, ..., 1 (for the AUC and the plots)
     max_samples: int | None = 100  # correctly answered test questions scored (None = all)
+    variants: bool = True  # also score the <method>.<weighting> maps (evaluate.token_weightings)
+
+
+@dataclass
+class OcclusionSection:
+    # occlude cell_size x cell_size blocks of visual-token cells at once (1 = every cell alone;
+    # the baseline is evaluate.faithfulness.baseline / blur_radius, as deletion uses)
+    cell_size: int = 1
+    # correctly answered samples whose occlusion map (agreement, token dependence, occlusion
+    # weighting) is computed: stratified like faithfulness.max_samples (None = all)
+    max_samples: int | None = 100
 
 
 @dataclass
@@ -44,10 +56,14 @@ class EvaluateSection:
     batch_size: int = 16
     max_new_tokens: int = 48
     methods: list[str] | None = None  # None: every method of the saliency registry
+    # response maps rebuilt with each token weighting (uniform = the methods' own maps);
+    # a non-uniform one adds a "<method>.<weighting>" row per per-token method
+    token_weightings: list[str] = field(default_factory=lambda: ["uniform"])
     nss_percentile: float = 90.0  # human map cells above this percentile are "fixations"
     gallery_samples: int = 6  # samples whose maps are kept in maps.parquet for the report
     device: str = "auto"
     faithfulness: FaithfulnessSection = field(default_factory=FaithfulnessSection)
+    occlusion: OcclusionSection = field(default_factory=OcclusionSection)
     chair: ChairSection = field(default_factory=ChairSection)
 
 
@@ -65,6 +81,22 @@ def _fractions(name: str, values: list[float]) -> None:
         raise ConfigError(
             f"evaluate.faithfulness.{name}: every value must lie in (0, 1], got {bad}"
         )
+
+
+def _weightings(weightings: list[str], methods: list[str]) -> None:
+    unknown = [w for w in weightings if w not in WEIGHTINGS]
+    if unknown or not weightings or len(set(weightings)) != len(weightings):
+        raise ConfigError(
+            f"evaluate.token_weightings: unknown, repeated or empty {unknown or weightings}; "
+            f"valid: {list(WEIGHTINGS)}"
+        )
+    for weighting in weightings:
+        needed = SIGNAL_METHOD.get(weighting)
+        if needed is not None and needed not in methods:
+            raise ConfigError(
+                f"evaluate.token_weightings: {weighting!r} reads the {needed!r} method's result; "
+                f"add {needed!r} to evaluate.methods (now {methods})"
+            )
 
 
 def validate(cfg: EvaluateConfig) -> EvaluateConfig:
@@ -86,6 +118,13 @@ def validate(cfg: EvaluateConfig) -> EvaluateConfig:
     if unknown or not e.methods:
         raise ConfigError(
             f"evaluate.methods: unknown or empty {unknown or e.methods}; valid: {valid}"
+        )
+    _weightings(e.token_weightings, e.methods)
+    if e.occlusion.cell_size < 1:
+        raise ConfigError(f"evaluate.occlusion.cell_size must be >= 1, got {e.occlusion.cell_size}")
+    if e.occlusion.max_samples is not None and e.occlusion.max_samples < 1:
+        raise ConfigError(
+            f"evaluate.occlusion.max_samples must be >= 1 or null, got {e.occlusion.max_samples}"
         )
     if not 0.0 <= e.nss_percentile < 100.0:
         raise ConfigError(f"evaluate.nss_percentile must lie in [0, 100), got {e.nss_percentile}")
