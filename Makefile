@@ -54,9 +54,14 @@ schema: install
 smoke: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
+# The experiment twice: the mildly biased SFT model, then the shortcut-trained one.
 experiment: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml config/experiment.yaml
 	$(BIN)/lookright experiment-summary --branches results-experiment --out results-experiment/summary
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml config/experiment.yaml \
+	  config/experiment-shortcut.yaml
+	$(BIN)/lookright experiment-summary --branches results-experiment-shortcut \
+	  --out results-experiment-shortcut/summary
 
 test: lint
 	$(BIN)/pytest -q --durations=10

@@ -11,6 +11,7 @@ import pytest
 from tests.workflow_utils import copy_workflow, planned_jobs, snakemake
 
 EXPERIMENT = ("--configfile", "config/config.yaml", "config/experiment.yaml")
+SHORTCUT = (*EXPERIMENT, "config/experiment-shortcut.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -18,18 +19,28 @@ def workdir(tmp_path_factory) -> Path:
     return copy_workflow(tmp_path_factory.mktemp("experiment"))
 
 
-def test_experiment_dag_has_every_arm_and_seed(workdir: Path) -> None:
-    jobs = planned_jobs(workdir, *EXPERIMENT)
+@pytest.mark.parametrize("configs", [EXPERIMENT, SHORTCUT], ids=["mild", "shortcut"])
+def test_experiment_dag_has_every_arm_and_seed(workdir: Path, configs) -> None:
+    jobs = planned_jobs(workdir, *configs)
     assert jobs == {
         "prepare_data": 1,
         "pretrain": 1,
         "sft": 1,  # one SFT checkpoint shared by every arm and seed
-        "grpo": 13,  # 3 arms x 3 seeds + 4 single-seed arms
-        "evaluate_saliency": 14,  # SFT + every GRPO branch
-        "decode": 5,  # the SFT model with five strategies (question 3)
-        "evaluate_answers": 5,
+        "grpo": 19,  # 3 arms x 5 seeds + 4 single-seed arms
+        "evaluate_saliency": 20,  # SFT + every GRPO branch
+        "decode": 6,  # the SFT model with six strategies, sgrs next to sample (question 3)
+        "evaluate_answers": 6,
         "report": 1,
     }
+
+
+def test_the_shortcut_experiment_trains_on_a_shortcut(workdir: Path) -> None:
+    result = snakemake(workdir, "--dry-run", "--printshellcmds", *SHORTCUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    match = re.search(r"lookright prepare-data --config-json '(\{.*?\})'", result.stdout)
+    bias = json.loads(match.group(1))["data"]["shapes"]["bias"]
+    assert bias["fraction"] >= 0.98 and (bias["shape"], bias["color"]) == ("triangle", "red")
+    assert "results-experiment-shortcut/" in result.stdout
 
 
 def test_seeded_branches_get_their_seed_and_their_set_options(workdir: Path) -> None:
@@ -41,7 +52,7 @@ def test_seeded_branches_get_their_seed_and_their_set_options(workdir: Path) -> 
     ):
         cfg = json.loads(match.group(1))
         configs[cfg["grpo"]["reward_set"]] = cfg
-    assert {configs[f"acc+fmt+sal@{s}"]["seed"] for s in (0, 1, 2)} == {0, 1, 2}
+    assert {configs[f"acc+fmt+sal@{s}"]["seed"] for s in range(5)} == set(range(5))
     sal = configs["acc+fmt+sal@1"]["grpo"]
     assert sal["reward_options"]["saliency_alignment"]["method"] == "logit_decomposition_centered"
     cot = configs["acc+fmt+sal-cot@0"]["grpo"]

@@ -60,7 +60,13 @@ GROUPS = {
 }
 NON_METRICS = {"seed", "model", "source", "reward_set", "strategy", "method"}
 DEFAULT_REFERENCES = ("grpo-acc+fmt", "sft")
-DEFAULT_ANSWER_METRICS = ("vqa_accuracy", "vqa_accuracy/bias_conflicting")
+# Q1 asks for bias-conflicting accuracy OR thought faithfulness (docs/methods.md#thought_faithfulness)
+DEFAULT_ANSWER_METRICS = (
+    "vqa_accuracy",
+    "vqa_accuracy/bias_conflicting",
+    "thought_location",
+    "thought_answer_follows",
+)
 DEFAULT_METHODS = (
     "cot_bottleneck",
     "cot_bottleneck_generating",
@@ -407,8 +413,9 @@ def effects(
     For each reference source present (default ``grpo-acc+fmt`` and ``sft``) every other
     source of the same model is paired with it seed by seed:
 
-    * answers: each of ``answer_metrics`` that is a column (``vqa_accuracy``, and
-      ``vqa_accuracy/bias_conflicting``, also accepted as ``vqa_accuracy_bias_conflicting``),
+    * answers: each of ``answer_metrics`` that is a column (``vqa_accuracy``,
+      ``vqa_accuracy/bias_conflicting``, also accepted as ``vqa_accuracy_bias_conflicting``,
+      ``thought_location``, ``thought_answer_follows``),
       on the ``strategy`` row (else the row without strategy, see :func:`answer_values`);
     * saliency: ``saliency_metric`` (``alignment_mean``) of each of ``methods``.
 
