@@ -101,3 +101,15 @@ def test_bottleneck_share_and_summary():
         }
     )
     assert thought_summary([]) == {}
+
+
+def test_rank_correlation_equals_scipy_spearmanr_with_ties():
+    from scipy import stats
+
+    from lookright.metrics.agreement import rank_correlation
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a = rng.integers(0, 5, 50).astype(float)  # many ties
+        b = a + rng.normal(0, 2, 50)
+        assert rank_correlation(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-__all__ = ["map_agreement"]
+__all__ = ["map_agreement", "rank_correlation"]
 
 
 def map_agreement(
@@ -28,7 +28,14 @@ def map_agreement(
         return undefined
     if not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
         return undefined
-    return {
-        "pearson": float(np.corrcoef(a, b)[0, 1]),
-        "spearman": float(stats.spearmanr(a, b).statistic),
-    }
+    return {"pearson": float(np.corrcoef(a, b)[0, 1]), "spearman": rank_correlation(a, b)}
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho of two non-constant 1-D arrays: Pearson's r of their average ranks.
+
+    Equal to ``scipy.stats.spearmanr(a, b).statistic`` (tested) at a fraction of its
+    per-call overhead, which dominates on maps of a few hundred cells scored thousands of
+    times per evaluation.
+    """
+    return float(np.corrcoef(stats.rankdata(a), stats.rankdata(b))[0, 1])

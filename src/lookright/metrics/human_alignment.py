@@ -23,8 +23,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import stats
-
+from lookright.metrics.agreement import rank_correlation
 from lookright.metrics.localisation import map_on_image
 from lookright.models.geometry import ImageView
 
@@ -95,7 +94,8 @@ def spearman(
     """Spearman rank correlation between a saliency map and a human map (GLIMPSE).
 
     The saliency map is resized to the human map's shape (bilinear), both are flattened and
-    passed to ``scipy.stats.spearmanr`` (average ranks for ties). Returns NaN with a
+    rank-correlated (Pearson's r of the average ranks, as ``scipy.stats.spearmanr``;
+    :func:`lookright.metrics.agreement.rank_correlation`). Returns NaN with a
     :class:`MetricUndefinedWarning` when either map is constant, empty, or not finite.
     """
     human = np.asarray(human_map, dtype=np.float64)
@@ -112,5 +112,4 @@ def spearman(
     flat = human.ravel()
     if np.ptp(resized) == 0.0:
         return _undefined("Spearman undefined: resized saliency map is constant")
-    result = stats.spearmanr(resized, flat)
-    return float(result.statistic)
+    return rank_correlation(resized, flat)
