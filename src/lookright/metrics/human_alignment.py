@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+
 from lookright.metrics.agreement import rank_correlation
 from lookright.metrics.localisation import map_on_image
 from lookright.models.geometry import ImageView

@@ -110,7 +110,7 @@ from lookright.metrics.thought_faithfulness import (
 from lookright.models.base import VLMAdapter, load_model
 from lookright.models.geometry import ImageView
 from lookright.saliency.api import get_method, run_methods
-from lookright.saliency.base import DirectMethod, SaliencyMethod
+from lookright.saliency.base import METHODS, DirectMethod, SaliencyMethod
 from lookright.saliency.batch import SaliencyBatch, SampleTokens, prepare_batch
 from lookright.saliency.occlusion import Occlusion
 from lookright.saliency.storage import map_row, write_maps
@@ -294,8 +294,7 @@ def evaluated_names(methods: Sequence[str], weightings: Sequence[str]) -> list[s
 
 
 def _per_token(name: str) -> bool:
-    from lookright.saliency.base import METHODS
-
+    """Whether a registry method has token maps to reweight (all but the random map)."""
     return not issubclass(METHODS[name], DirectMethod)
 
 
@@ -434,7 +433,7 @@ def explain_samples(
             per = {m: results[m][b] for m in methods}
             variants = _variants(instances, per, batch.samples[b], weightings)
             keep = start + b < keep_results
-            sample_id = rows[start + b]["sample_id"]
+            sample_id = str(rows[start + b].get("sample_id", start + b))
             out.append(_sample_maps(per, batch, b, sample_id, keep, processor.tokenizer, variants))
     return out
 
