@@ -89,3 +89,36 @@ def test_occlusion_rejects_bad_options():
         get_method("occlusion", baseline="grey")
     with pytest.raises(ValueError, match="cell_size"):
         get_method("occlusion", cell_size=0)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl", "llava"])
+def test_occlusion_follows_the_real_processors_geometry(family, real_geometry_checkpoints):
+    """Real processors resize (Qwen) or resize + centre-crop (LLaVA) a non-square image: a
+    block of cells changes the model's input exactly when its pixels (through the sample's
+    view) hold part of the white box. Blocks on black pixels, zero baseline: drop 0; the
+    tokens that see only the box (read from ``pixel_values``, an independent mapping) lie in
+    blocks whose occlusion moves the log-probs."""
+    import torch
+
+    from lookright.models import load_model
+    from tests.real_geometry import boxed_image, tokens_seeing_only_the_box
+
+    loaded = load_model(real_geometry_checkpoints[family], dtype=torch.float32)
+    image = boxed_image((300, 180), [0.35, 0.25, 0.65, 0.75])
+    cell_size = 4 if family == "llava" else 1  # LLaVA: 24 x 24 tokens on its 336 px crop
+    method = get_method("occlusion", baseline="zero", cell_size=cell_size, batch_size=16)
+    (result,) = explain_batch(
+        loaded.model, loaded.processor, [image], QUESTION, COMPLETION, [method], loaded.adapter
+    )["occlusion"]
+    grid = result.grid
+    pixels = np.asarray(image)
+    moved = np.abs(result.token_maps).max(axis=0) > 1e-4  # (h, w)
+    for mask in cell_groups(grid, cell_size):
+        changes = not np.array_equal(
+            perturb_image(pixels, mask, np.zeros_like(pixels), result.view), pixels
+        )
+        if not changes:
+            assert not moved[mask].any(), mask
+    sees_box = tokens_seeing_only_the_box(loaded, image)
+    assert sees_box.any()
+    assert moved[sees_box].all()
