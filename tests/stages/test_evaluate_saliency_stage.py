@@ -435,6 +435,8 @@ def test_stage_logs_a_finished_run(inputs, monkeypatch, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_samples"] == 2 and 0.0 <= metrics["vqa_accuracy"] <= 1.0
     assert "random/alignment" in metrics
+    # thought faithfulness reaches MLflow (a random model's completion has no thought: 0)
+    assert metrics["thought/n_checked"] == 2 and metrics["thought/location"] == 0.0
     for key, value in metrics.items():  # MLflow keys: '/' becomes '_' (tracking._safe_key)
         assert run.data.metrics[_safe_key(key)] == pytest.approx(value)
     assert {a.path for a in client.list_artifacts(record["run_id"])} >= set(OUTPUTS)
