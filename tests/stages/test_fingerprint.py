@@ -103,3 +103,13 @@ def test_library_packages_import_no_stage_and_no_cli():
             imported = closure([module], root)
             upward = [m for m in imported if m.startswith(("lookright.stages", "lookright.cli"))]
             assert not upward, f"{module} imports {upward}"
+
+
+def test_the_deletion_metric_is_not_in_the_training_stages_fingerprint():
+    """Occlusion (a saliency-registry method, loaded by GRPO's saliency rewards) shares the
+    image perturbation with deletion, not the deletion metric: editing the metric reruns the
+    evaluations, not GRPO training (issue 17)."""
+    grpo = closure(["lookright.stages.grpo"])
+    assert "lookright.saliency.occlusion" in grpo and "lookright.metrics.perturbation" in grpo
+    assert "lookright.metrics.faithfulness" not in grpo
+    assert "lookright.metrics.faithfulness" in closure(["lookright.stages.evaluate_saliency"])

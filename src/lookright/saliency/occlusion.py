@@ -2,8 +2,8 @@
 
 For each cell of the visual-token grid (or each ``cell_size x cell_size`` block of cells),
 the image's pixels under that cell are replaced by the baseline that deletion / insertion use
-(:func:`lookright.metrics.faithfulness.make_baseline`: blur, mean colour or zeros; the same
-cell -> pixel mapping, :func:`~lookright.metrics.faithfulness.perturb_image`, through the
+(:func:`lookright.metrics.perturbation.make_baseline`: blur, mean colour or zeros; the same
+cell -> pixel mapping, :func:`~lookright.metrics.perturbation.perturb_image`, through the
 sample's :class:`~lookright.models.geometry.ImageView`), the completion is teacher-forced
 again, and the drop of each completion token's log-prob is that token's map::
 
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lookright.metrics.faithfulness import BASELINE_KINDS, make_baseline, perturb_image
+from lookright.metrics.perturbation import BASELINE_KINDS, make_baseline, perturb_image
 from lookright.saliency.base import PerturbationMethod, register, weighted_sum
 from lookright.saliency.batch import SaliencyBatch, encode_with_completion_ids
 from lookright.saliency.types import SaliencyResult, finish_map, no_map

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from lookright.config import ConfigError, ModelSection, TrackingConfig
 from lookright.data.schema import VOCABULARIES as OBJECT_VOCABULARIES
-from lookright.metrics.faithfulness import BASELINE_KINDS as BASELINES
+from lookright.metrics.perturbation import BASELINE_KINDS as BASELINES
 from lookright.saliency.weighting import SIGNAL_METHOD, WEIGHTINGS
 
 VOCABULARIES = ("auto", *OBJECT_VOCABULARIES)
