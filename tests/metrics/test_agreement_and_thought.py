@@ -10,6 +10,7 @@ from lookright.metrics.agreement import map_agreement
 from lookright.metrics.thought_faithfulness import (
     bottleneck_share,
     thought_summary,
+    thought_summary_by_subset,
     thought_verdicts,
 )
 
@@ -113,3 +114,18 @@ def test_rank_correlation_equals_scipy_spearmanr_with_ties():
         a = rng.integers(0, 5, 50).astype(float)  # many ties
         b = a + rng.normal(0, 2, 50)
         assert rank_correlation(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+
+
+def test_thought_summary_per_subset():
+    right = {"thought_location": True, "thought_shape": True, "thought_color": True}
+    wrong = {"thought_location": True, "thought_shape": True, "thought_color": False}
+    rows = [
+        {**right, "answer_follows_thought": True, "subset": "bias_aligned"},
+        {**wrong, "answer_follows_thought": True, "subset": "bias_conflicting"},
+        {**right, "answer_follows_thought": True, "subset": None},
+    ]
+    metrics = thought_summary_by_subset(rows)
+    assert metrics["thought/color"] == pytest.approx(2 / 3)
+    assert metrics["thought/color/bias_conflicting"] == 0.0
+    assert metrics["thought/color/bias_aligned"] == 1.0
+    assert metrics["thought/n_checked/bias_conflicting"] == 1.0

@@ -120,7 +120,9 @@ def write_saliency(folder: Path, source: str, maps: bool = True) -> None:
         {"vqa_accuracy": overall, "vqa_accuracy/bias_aligned": aligned,
          "vqa_accuracy/bias_conflicting": conflicting, "logit_decomposition/alignment": 0.6,
          **dict(zip(("thought/location", "thought/color", "thought/answer_follows",
-                     "thought/cot_share"), THOUGHT[source], strict=True))},
+                     "thought/cot_share"), THOUGHT[source], strict=True)),
+         "thought/color/bias_conflicting": THOUGHT[source][1] / 2,
+         "thought/n_checked/bias_conflicting": 7.0},
     )  # fmt: skip
     _json(folder / "run.json", {"run_id": f"run-{source}-saliency", "stage": "evaluate_saliency"})
 

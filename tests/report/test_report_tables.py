@@ -111,8 +111,12 @@ def test_answers_carry_the_thought_faithfulness_of_the_saliency_evaluation(
     for (source, _), row in _rows(table).items():
         assert [row[c] for c in columns] == list(THOUGHT[source])
         assert row["thought_shape"] is None  # not in the metrics: null, not 0
+        assert row["thought_color/bias_conflicting"] == THOUGHT[source][1] / 2
+    assert "thought_n_checked/bias_conflicting" not in names
+    assert names.index("thought_color/bias_conflicting") > names.index("thought_cot_share")
     markdown = markdown_table(table)
     assert "Thought: location" in markdown and "Answer = thought" in markdown
+    assert "Thought: colour (bias_conflicting)" in markdown
 
 
 def test_answers_without_decoding_keep_one_vqa_row_per_source(tmp_path: Path) -> None:

@@ -352,6 +352,9 @@ def test_thought_faithfulness_in_predictions_and_metrics(evaluated_full):
     assert metrics["thought/location"] == metrics["thought/color"] == 1.0
     assert metrics["thought/answer_follows"] == pytest.approx(np.mean(CORRECT))
     assert metrics["thought/n_checked"] == 4
+    # per subset: sample 1 (bias_conflicting) is right; of the two bias_aligned, one is not
+    assert metrics["thought/answer_follows/bias_conflicting"] == 1.0
+    assert metrics["thought/answer_follows/bias_aligned"] == 0.5
     shares = [p["cot_share"] for p in predictions if p["cot_share"] is not None]
     assert shares and metrics["thought/cot_share"] == pytest.approx(np.mean(shares))
 

@@ -27,7 +27,13 @@ import numpy as np
 from lookright.completion import character_spans, final_answer
 from lookright.data.shapes import thought_claims
 
-__all__ = ["CLAIMS", "bottleneck_share", "thought_verdicts", "thought_summary"]
+__all__ = [
+    "CLAIMS",
+    "bottleneck_share",
+    "thought_summary",
+    "thought_summary_by_subset",
+    "thought_verdicts",
+]
 
 CLAIMS = ("location", "shape", "color")
 
@@ -107,4 +113,17 @@ def thought_summary(
     shares = [r["cot_share"] for r in rows if r.get("cot_share") is not None]
     if shares:
         metrics[f"{prefix}cot_share"] = float(np.mean(shares))
+    return metrics
+
+
+def thought_summary_by_subset(
+    rows: Sequence[Mapping[str, Any]], prefix: str = "thought/"
+) -> dict[str, float]:
+    """:func:`thought_summary` overall and per ``subset`` (``thought/color/bias_conflicting``:
+    the shortcut shows in the thought of the questions that contradict it)."""
+    metrics = thought_summary(rows, prefix)
+    for subset in sorted({r.get("subset") for r in rows if r.get("subset")}):
+        mine = [r for r in rows if r.get("subset") == subset]
+        for key, value in thought_summary(mine, prefix).items():
+            metrics[f"{key}/{subset}"] = value
     return metrics

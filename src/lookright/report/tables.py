@@ -4,7 +4,8 @@
     model, source, reward_set, strategy, vqa_accuracy, vqa_accuracy/<subset>...,
     thought_location, thought_shape, thought_color, thought_answer_follows (shares of the
     checked shapes samples whose thought names the truth / whose answer is the thought's
-    colour), thought_cot_share (the CoT bottleneck's share of the answer's saliency), pope_accuracy,
+    colour), thought_cot_share (the CoT bottleneck's share of the answer's saliency), the same
+    per subset (thought_color/<subset>...), pope_accuracy,
     pope_precision, pope_recall, pope_f1, pope_yes_ratio (POPE's ``average`` split: the mean
     over the splits present), pope_n_random, pope_n_popular, pope_n_adversarial (the answers
     each split's figure rests on; 0 = that split is missing from the average), chair_s,
@@ -162,6 +163,10 @@ def vqa_metrics(metrics: dict[str, Any] | None) -> dict[str, float | None]:
         if key == "vqa_accuracy" or key.startswith("vqa_accuracy/")
     }
     thought = {out: finite_or_none(metrics.get(key)) for key, out in THOUGHT_FIELDS.items()}
+    for key, value in metrics.items():  # per subset: thought/color/bias_conflicting
+        name, _, subset = key.rpartition("/")
+        if subset and name in THOUGHT_FIELDS and not subset.startswith("n_"):
+            thought[f"{THOUGHT_FIELDS[name]}/{subset}"] = finite_or_none(value)
     return values | thought if values or any(v is not None for v in thought.values()) else values
 
 
@@ -214,9 +219,9 @@ def answer_row(d: EvalDir, vqa: dict[str, float | None]) -> dict[str, Any]:
     metrics = read_json(d.path / "metrics.json") or {}
     own_vqa = vqa_metrics(metrics)
     row: dict[str, Any] = {**d.keys(), "strategy": d.kind, **(own_vqa or vqa)}
-    for column in THOUGHT_FIELDS.values():  # only the saliency evaluation measures these
+    for column in [c for c in vqa if c.startswith("thought_")]:  # the saliency evaluation's
         if row.get(column) is None:
-            row[column] = vqa.get(column)
+            row[column] = vqa[column]
     row |= pope_average(d, metrics) | pope_split_counts(d, metrics) | chair_values(d, metrics)
     row |= {out: finite_or_none(metrics.get(key)) for key, out in LATENCY_FIELDS.items()}
     row["run_id"] = _run_id(d)
@@ -225,7 +230,17 @@ def answer_row(d: EvalDir, vqa: dict[str, float | None]) -> dict[str, Any]:
 
 def _answers_schema(rows: Sequence[dict[str, Any]]) -> pa.Schema:
     subsets = sorted({k for r in rows for k in r if k.startswith("vqa_accuracy/")})
-    numeric = ["vqa_accuracy", *subsets, *THOUGHT_FIELDS.values(), *ANSWER_METRICS]
+    thought_subsets = sorted(
+        {k for r in rows for k in r if k.startswith("thought_") and "/" in k},
+        key=lambda k: (list(THOUGHT_FIELDS.values()).index(k.split("/")[0]), k),
+    )
+    numeric = [
+        "vqa_accuracy",
+        *subsets,
+        *THOUGHT_FIELDS.values(),
+        *thought_subsets,
+        *ANSWER_METRICS,
+    ]
     pope_end = numeric.index("pope_yes_ratio") + 1
     chair_end = numeric.index("chair_recall") + 1
     columns = (
@@ -319,6 +334,9 @@ def label(column: str) -> str:
         return LABELS[column]
     if column.startswith("vqa_accuracy/"):
         return f"VQA acc. ({column.split('/', 1)[1]})"
+    name, _, subset = column.partition("/")
+    if subset and name in LABELS:  # thought_color/bias_conflicting
+        return f"{LABELS[name]} ({subset})"
     key = fraction_key(column)
     if key is not None:
         return f"{'Del' if key[0] == 0 else 'Ins'} {key[1]:g}"
@@ -328,6 +346,8 @@ def label(column: str) -> str:
 def direction(column: str) -> int:
     """+1 when higher is better, -1 when lower is, 0 when neither (or unknown)."""
     if column in HIGHER_IS_BETTER or column.startswith("vqa_accuracy/"):
+        return 1
+    if column.split("/")[0] in HIGHER_IS_BETTER:  # thought_color/<subset>
         return 1
     if column in LOWER_IS_BETTER:
         return -1

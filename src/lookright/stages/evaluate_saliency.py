@@ -64,7 +64,8 @@ Outputs in ``--out`` (Parquet written atomically, all logged to the stage's MLfl
     ``<method>/spearman``, ``<method>/occ_pearson``, ``<method>/occ_spearman``,
     ``<method>/del_5`` ..., ``<method>/del_auc``, ``<method>/ins_auc``, ``thought/location``,
     ``thought/shape``, ``thought/color``, ``thought/answer_follows`` (shares of the checked
-    samples), ``thought/n_checked``, ``thought/cot_share`` (undefined values are left out), and
+    samples), ``thought/n_checked``, ``thought/cot_share``, each also per subset
+    (``thought/color/bias_conflicting``; undefined values are left out), and
     the wall time of each phase.
 """
 
@@ -104,7 +105,7 @@ from lookright.metrics.human_alignment import MetricUndefinedWarning, nss, spear
 from lookright.metrics.localisation import alignment_score
 from lookright.metrics.thought_faithfulness import (
     bottleneck_share,
-    thought_summary,
+    thought_summary_by_subset,
     thought_verdicts,
 )
 from lookright.models.base import VLMAdapter, load_model
@@ -896,7 +897,7 @@ def run_evaluate_saliency(
         "n_samples": float(len(rows)),
         "n_correct": float(sum(p["correct"] for p in predictions)),
         "n_faithfulness_samples": float(len(faithfulness)),
-        **thought_summary(predictions),
+        **thought_summary_by_subset(predictions),
         **method_metrics(summary, columns),
         **timings,
     }
