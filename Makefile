@@ -70,7 +70,8 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow and not slurm"
 
 # Drift caught early: the newest releases within the major versions the lock tested (not
-# the lock), in a separate venv; prints what it tested, then runs the whole suite.
+# the lock), in a separate venv; prints what it tested, then runs the whole suite (or
+# PYTEST_ARGS, e.g. make test-latest PYTEST_ARGS='-m "not slurm"').
 test-latest: install
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
@@ -79,7 +80,7 @@ test-latest: install
 	$(BIN)/uv pip install --quiet --python $(LATEST)/bin/python --override $(LATEST)/overrides.txt \
 	  --find-links $(TORCH_WHEELS) -e '.[test]'
 	$(LATEST)/bin/python -m lookright.versions report
-	PATH=$(abspath $(LATEST))/bin:$$PATH $(LATEST)/bin/pytest -q --durations=10
+	PATH=$(abspath $(LATEST))/bin:$$PATH $(LATEST)/bin/pytest -q --durations=10 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks experiments examples

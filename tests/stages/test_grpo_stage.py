@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from lookright import tracking
 from lookright.cli import main
 from lookright.models import get_adapter, load_model
-from lookright.stages import grpo as grpo_module
+from lookright.train import common as train_common
 
 pytestmark = pytest.mark.slow  # real (tiny) trainings, ~1-2 min for the module
 
@@ -236,7 +236,7 @@ def test_alignment_score_is_logged_per_step(pipeline):
     )
 
 
-class _InterruptAfterStep2(grpo_module.MlflowStepLogger):
+class _InterruptAfterStep2(train_common.MlflowStepLogger):
     """Ctrl-C right after checkpoint-2 was written (as a kill mid-training)."""
 
     def on_save(self, args, state, control, **kwargs):
@@ -251,7 +251,7 @@ def test_grpo_resumes_after_interruption(pipeline, monkeypatch):
     client = MlflowClient(tracking_uri=pipeline["uri"])
     run_key = f"grpo:{out.resolve()}"
     with monkeypatch.context() as patch:
-        patch.setattr(grpo_module, "MlflowStepLogger", _InterruptAfterStep2)
+        patch.setattr(train_common, "MlflowStepLogger", _InterruptAfterStep2)
         with pytest.raises(KeyboardInterrupt):
             grpo_cli(args)
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]

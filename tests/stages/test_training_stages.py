@@ -22,7 +22,7 @@ from lookright.cli import main
 from lookright.config import GateError
 from lookright.metrics.accuracy import accuracy, exact_match
 from lookright.models import get_adapter, load_model
-from lookright.stages import sft as sft_module
+from lookright.train import common as train_common
 from lookright.train.common import (
     PREDICTIONS,
     MlflowStepLogger,
@@ -193,7 +193,7 @@ def test_sft_resumes_after_interruption(pipeline, smoke_config, tmp_path, monkey
     run_key = f"sft:{out.resolve()}"
 
     with monkeypatch.context() as patch:
-        patch.setattr(sft_module, "MlflowStepLogger", _InterruptAfterStep2)
+        patch.setattr(train_common, "MlflowStepLogger", _InterruptAfterStep2)
         with pytest.raises(KeyboardInterrupt):
             main(args)
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]

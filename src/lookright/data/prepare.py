@@ -23,6 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from lookright.config import ConfigError, DataSection
 from lookright.data import readers
 from lookright.data.shapes import generate_into
@@ -80,7 +82,10 @@ def read_real_sources(entries: list[Any], sink: ParquetSink, seed: int) -> None:
             carve = ValCarve.parse(entry.get("val"), int(entry.get("val_seed", seed)), what)
             arguments = _reader_arguments(k, name, entry)
             sink.begin_entry(carve)
-            READERS[name](**arguments, sink=sink)
+            with tqdm(desc=f"read {what}", unit=" rows", mininterval=2.0) as bar:
+                sink.on_row = bar.update
+                READERS[name](**arguments, sink=sink)
+            sink.on_row = None
             sink.end_entry()
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{what}: {error}") from None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,7 @@ class ParquetSink:
         self.reasons: Counter[str] = Counter()
         self._entry: _EntryTrain | None = None
         self._val_positions: set[int] = set()
+        self.on_row: Callable[[], None] | None = None  # called per sample or rejection (progress)
 
     # -- RowSink
 
@@ -183,6 +185,8 @@ class ParquetSink:
                 "one of them another source_name"
             )
         self.sample_ids.add(row["sample_id"])
+        if self.on_row is not None:
+            self.on_row()
         size = 4 * len(row["human_map"] or ()) + len(row["question"]) + len(row["cot"] or "")
         position = self.tables["samples"].add(row, size)
         if self._entry is not None and row["split"] == "train":
@@ -190,6 +194,8 @@ class ParquetSink:
             self._entry.images.append(row["image_id"])
 
     def reject(self, row: dict[str, Any]) -> None:
+        if self.on_row is not None:
+            self.on_row()
         if row["reason"].startswith(FILTERED_PREFIX):
             self.n_filtered += 1
         else:

@@ -20,6 +20,15 @@ from typing import Any, ClassVar
 
 from lookright.config import StageFailure
 
+ALIGNMENT_METHODS = (
+    "cot_bottleneck",
+    "cot_bottleneck_generating",
+    "logit_decomposition",
+    "logit_decomposition_centered",
+)
+"""Saliency methods the saliency-alignment reward can score (Saliency-R1's response-level
+maps: the CoT bottleneck and the logit decomposition, with lookright's variants)."""
+
 
 class NonFiniteRewardError(StageFailure):
     """A reward function produced NaN/inf (a bug, not a skipped sample)."""

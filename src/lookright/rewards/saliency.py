@@ -22,6 +22,7 @@ import numpy as np
 
 from lookright.metrics.localisation import alignment_score
 from lookright.rewards.base import (
+    ALIGNMENT_METHODS,
     RewardFunction,
     completion_text,
     first_image,
@@ -29,13 +30,6 @@ from lookright.rewards.base import (
 )
 from lookright.rewards.policy import Policy
 from lookright.saliency.api import get_method, run_methods
-
-ALIGNMENT_METHODS = (
-    "cot_bottleneck",
-    "cot_bottleneck_generating",
-    "logit_decomposition",
-    "logit_decomposition_centered",
-)
 
 
 def _has_boxes(boxes: Any) -> bool:

@@ -22,25 +22,10 @@ import numpy as np
 from lookright.completion import is_well_formed
 from lookright.config import ModelSection, TrackingConfig
 from lookright.stages.pretrain import TrainingStage
-from lookright.train.common import (
-    PREDICTIONS,
-    MlflowStepLogger,
-    checkpoint_step,
-    held_out_predictions,
-    master_weights,
-    restore_dtype,
-    resumable_checkpoint,
-    train_or_restore,
-)
-from lookright.train.datasets import STAGE_ROLE, decode_image, load_subsample
-from lookright.train.grpo import (
-    CompletionTables,
-    GrpoSection,
-    build_trainer,
-    check_grpo_section,
-    grpo_dataset,
-    grpo_prompts,
-)
+from lookright.train.grpo.config import GrpoSection, check_grpo_section
+
+# torch, TRL and the training code are imported by the functions that use them, so that
+# ``lookright grpo --help`` and a config error cost no heavy import.
 
 
 @dataclass
@@ -56,6 +41,15 @@ def run_grpo(
 ) -> dict[str, Any]:
     from lookright.launch import is_main_process
     from lookright.models import load_model
+    from lookright.train.common import (
+        MlflowStepLogger,
+        checkpoint_step,
+        master_weights,
+        restore_dtype,
+        resumable_checkpoint,
+        train_or_restore,
+    )
+    from lookright.train.grpo import CompletionTables, build_trainer, grpo_dataset, grpo_prompts
 
     section = cfg.grpo
     out_dir = Path(out_dir)
@@ -137,6 +131,8 @@ def evaluate_grpo(cfg: GrpoConfig, model, processor, adapter, data_dir, out_dir)
     from lookright.io import write_rows
     from lookright.metrics.localisation import alignment_score
     from lookright.saliency.api import explain_batch
+    from lookright.train.common import PREDICTIONS, held_out_predictions
+    from lookright.train.datasets import STAGE_ROLE, decode_image, load_subsample
 
     rows = load_subsample(
         data_dir, "val", ["vqa"], [STAGE_ROLE["grpo"]], cfg.grpo.eval_samples, cfg.seed

@@ -16,38 +16,16 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
-
-import pyarrow as pa
-import torch
-from trl import SFTConfig
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lookright.config import ModelSection, PretrainSection, TrackingConfig
-from lookright.io import write_rows
-from lookright.models import get_adapter
-from lookright.models.base import TinySize
-from lookright.models.tokenizer import train_tokenizer
 from lookright.stages.base import Stage
-from lookright.train.common import (
-    PREDICTIONS,
-    MlflowStepLogger,
-    ResumableSFTTrainer,
-    check_min_accuracy,
-    checkpoint_step,
-    freeze_vision_encoder,
-    held_out_predictions,
-    require_gate_rows,
-    resumable_checkpoint,
-    run_arguments,
-    train_or_restore,
-)
-from lookright.train.datasets import (
-    STAGE_ROLE,
-    conversational_dataset,
-    count_samples,
-    load_samples,
-    load_subsample,
-)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# torch, TRL and the training code are imported by the functions that use them, so that
+# ``lookright pretrain --help`` and a config error cost no heavy import.
 
 
 @dataclass
@@ -83,6 +61,12 @@ def tokenizer_corpus(table: pa.Table, template: str) -> list[str]:
 
 
 def build_base(cfg: PretrainConfig, train: pa.Table, image_size: int):
+    import torch
+
+    from lookright.models import get_adapter
+    from lookright.models.base import TinySize
+    from lookright.models.tokenizer import train_tokenizer
+
     adapter = get_adapter(cfg.model.family)
     corpus = tokenizer_corpus(train, cfg.pretrain.answer_template)
     tokenizer = train_tokenizer(
@@ -96,6 +80,26 @@ def build_base(cfg: PretrainConfig, train: pa.Table, image_size: int):
 
 def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path, run: Any) -> dict:
     """Train, save ``out_dir/model`` and evaluate held-out VQA accuracy (val split)."""
+    from trl import SFTConfig
+
+    from lookright.train.common import (
+        MlflowStepLogger,
+        ResumableSFTTrainer,
+        check_min_accuracy,
+        checkpoint_step,
+        freeze_vision_encoder,
+        require_gate_rows,
+        resumable_checkpoint,
+        run_arguments,
+        train_or_restore,
+    )
+    from lookright.train.datasets import (
+        STAGE_ROLE,
+        conversational_dataset,
+        count_samples,
+        load_samples,
+    )
+
     section = cfg.pretrain
     out_dir = Path(out_dir)
     role = STAGE_ROLE["pretrain"]
@@ -163,6 +167,10 @@ def run_pretrain(cfg: PretrainConfig, data_dir: str | Path, out_dir: str | Path,
 
 def evaluate_base(cfg, model, processor, adapter, data_dir, out_dir) -> dict[str, float]:
     """Held-out accuracy: greedy generation vs the pretrain target, exact match."""
+    from lookright.io import write_rows
+    from lookright.train.common import PREDICTIONS, held_out_predictions
+    from lookright.train.datasets import STAGE_ROLE, load_subsample
+
     section = cfg.pretrain
     metrics: dict[str, float] = {"val_vqa_accuracy": math.nan, "n_val_vqa": 0}
     records = []
@@ -207,8 +215,6 @@ class Pretrain(TrainingStage):
         return PretrainConfig
 
     def run(self, cfg: Any, args: argparse.Namespace, run: Any) -> dict[str, Any]:
-        from lookright.stages.pretrain import run_pretrain
-
         metrics = run_pretrain(cfg, args.data, args.out, run)
         self.tag_checkpoint(run, args)
         return metrics

@@ -104,7 +104,7 @@ def _registry_enums() -> dict[str, Callable[[], list[str]]]:
         return list(REWARDS)
 
     def alignment_methods() -> list[str]:
-        from lookright.rewards.saliency import ALIGNMENT_METHODS
+        from lookright.rewards.base import ALIGNMENT_METHODS
 
         return list(ALIGNMENT_METHODS)
 

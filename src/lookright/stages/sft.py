@@ -15,37 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from trl import SFTConfig
-
 from lookright.completion import is_well_formed
 from lookright.config import ConfigError, ModelSection, SftSection, TrackingConfig
-from lookright.io import write_rows
-from lookright.launch import is_main_process
-from lookright.models import load_model
 from lookright.stages.pretrain import TrainingStage
-from lookright.train.common import (
-    PREDICTIONS,
-    MlflowStepLogger,
-    ResumableSFTTrainer,
-    check_min_accuracy,
-    checkpoint_step,
-    freeze_vision_encoder,
-    held_out_predictions,
-    lora_config,
-    master_weights,
-    require_gate_rows,
-    restore_dtype,
-    resumable_checkpoint,
-    run_arguments,
-    train_or_restore,
-)
-from lookright.train.datasets import (
-    STAGE_ROLE,
-    conversational_dataset,
-    count_samples,
-    load_samples,
-    load_subsample,
-)
+
+# torch, TRL and the training code are imported by the functions that use them, so that
+# ``lookright sft --help`` and a config error cost no heavy import.
 
 
 @dataclass
@@ -64,6 +39,31 @@ def sft_target(row: dict) -> str:
 def run_sft(
     cfg: SftConfig, base: str, data_dir: str | Path, out_dir: str | Path, run: Any
 ) -> dict[str, Any]:
+    from trl import SFTConfig
+
+    from lookright.launch import is_main_process
+    from lookright.models import load_model
+    from lookright.train.common import (
+        MlflowStepLogger,
+        ResumableSFTTrainer,
+        check_min_accuracy,
+        checkpoint_step,
+        freeze_vision_encoder,
+        lora_config,
+        master_weights,
+        require_gate_rows,
+        restore_dtype,
+        resumable_checkpoint,
+        run_arguments,
+        train_or_restore,
+    )
+    from lookright.train.datasets import (
+        STAGE_ROLE,
+        conversational_dataset,
+        count_samples,
+        load_samples,
+    )
+
     section = cfg.sft
     out_dir = Path(out_dir)
     loaded = load_model(base, family=cfg.model.family if cfg.model.base != "pretrain" else None)
@@ -139,6 +139,10 @@ def run_sft(
 
 def evaluate_sft(cfg: SftConfig, model, processor, adapter, data_dir, out_dir) -> dict[str, float]:
     """Held-out VQA accuracy (answer after ``</think>``) and the rate of well-formed outputs."""
+    from lookright.io import write_rows
+    from lookright.train.common import PREDICTIONS, held_out_predictions
+    from lookright.train.datasets import STAGE_ROLE, load_subsample
+
     rows = load_subsample(
         data_dir, "val", ["vqa"], [STAGE_ROLE["sft"]], cfg.sft.eval_samples, cfg.seed
     ).to_pylist()
@@ -171,8 +175,6 @@ class Sft(TrainingStage):
         parser.add_argument("--base", required=True, help="base checkpoint folder or hub id")
 
     def run(self, cfg: Any, args: argparse.Namespace, run: Any) -> dict[str, Any]:
-        from lookright.stages.sft import run_sft
-
         metrics = run_sft(cfg, args.base, args.data, args.out, run)
         self.tag_checkpoint(run, args)
         return metrics

@@ -23,43 +23,37 @@ run with a clear message before anything is saved, so the last good checkpoint i
 one on disk.
 """
 
-from lookright.train.grpo.config import (
-    OPTION_TYPES,
-    AccuracyOptions,
-    GrpoSection,
-    JudgeSection,
-    RegionAttentionOptions,
-    RewardOptions,
-    SaliencyAlignmentOptions,
-    check_grpo_section,
-    reward_weights,
-)
-from lookright.train.grpo.recorder import CompletionTables, SampleRecorder
-from lookright.train.grpo.trainer import (
-    GrpoSetup,
-    build_reward,
-    build_trainer,
-    grpo_args,
-    grpo_dataset,
-    grpo_prompts,
-)
+from __future__ import annotations
 
-__all__ = [
-    "OPTION_TYPES",
-    "AccuracyOptions",
-    "CompletionTables",
-    "GrpoSection",
-    "GrpoSetup",
-    "JudgeSection",
-    "RegionAttentionOptions",
-    "RewardOptions",
-    "SaliencyAlignmentOptions",
-    "SampleRecorder",
-    "build_reward",
-    "build_trainer",
-    "check_grpo_section",
-    "grpo_args",
-    "grpo_dataset",
-    "grpo_prompts",
-    "reward_weights",
-]
+import importlib
+from typing import Any
+
+# Loaded on first use: the stage's config (config.py) imports without torch, TRL or PEFT.
+_LAZY = {
+    "OPTION_TYPES": "lookright.train.grpo.config",
+    "AccuracyOptions": "lookright.train.grpo.config",
+    "GrpoSection": "lookright.train.grpo.config",
+    "JudgeSection": "lookright.train.grpo.config",
+    "RegionAttentionOptions": "lookright.train.grpo.config",
+    "RewardOptions": "lookright.train.grpo.config",
+    "SaliencyAlignmentOptions": "lookright.train.grpo.config",
+    "check_grpo_section": "lookright.train.grpo.config",
+    "reward_weights": "lookright.train.grpo.config",
+    "CompletionTables": "lookright.train.grpo.recorder",
+    "SampleRecorder": "lookright.train.grpo.recorder",
+    "GrpoSetup": "lookright.train.grpo.trainer",
+    "build_reward": "lookright.train.grpo.trainer",
+    "build_trainer": "lookright.train.grpo.trainer",
+    "grpo_args": "lookright.train.grpo.trainer",
+    "grpo_dataset": "lookright.train.grpo.trainer",
+    "grpo_prompts": "lookright.train.grpo.trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

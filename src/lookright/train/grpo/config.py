@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from lookright.config import ConfigError, LoraSection
 from lookright.rewards import canonical_reward, parse_reward_set
-from lookright.rewards.saliency import ALIGNMENT_METHODS
+from lookright.rewards.base import ALIGNMENT_METHODS
 
 
 @dataclass
