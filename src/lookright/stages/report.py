@@ -17,11 +17,13 @@ output at all is an error naming it.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
+from tqdm.auto import tqdm
 
 from lookright.config import ConfigError, TrackingConfig, load_stage_config
 from lookright.io import atomic_write_table
@@ -34,6 +36,8 @@ from lookright.report.html import render_html
 from lookright.report.plots import faithfulness_plots, reward_plots
 from lookright.report.tables import answers_table, curves_table, saliency_table
 from lookright.stages.base import Stage
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -130,6 +134,14 @@ def _log(run: Any, out: Path, content: ReportContent) -> None:
             run.log_artifact(gallery.path, artifact_path="gallery")
 
 
+def _step(bar: Any, name: str, build: Callable[..., T], *args: Any) -> T:
+    """One part of the report, shown on the progress bar while it is built."""
+    bar.set_postfix_str(name)
+    result = build(*args)
+    bar.update(1)
+    return result
+
+
 def run_report(
     cfg: ReportConfig,
     evaluations: list[str | Path],
@@ -144,13 +156,26 @@ def run_report(
     for folder in (out, out / "plots", out / "gallery"):  # declared outputs, even when empty
         folder.mkdir(parents=True, exist_ok=True)
     outputs = collect(evaluations)
+    with tqdm(total=5, desc="report", unit=" part") as bar:
+        answers = _step(bar, "answers table", answers_table, outputs)
+        saliency = _step(bar, "saliency table", saliency_table, outputs)
+        curve_plots = _step(
+            bar, "faithfulness plots", faithfulness_plots, curves_table(outputs), out / "plots"
+        )
+        grpo = load_grpo(grpo_samples)
+        plots = _step(
+            bar, "reward plots", reward_plots, grpo, cfg.report.smooth_window, out / "plots"
+        )
+        galleries = _step(
+            bar, "gallery", build_galleries, outputs, data_dir, cfg.report, out / "gallery"
+        )
     content = ReportContent(
         eval_dir=outputs.root,
-        answers=answers_table(outputs),
-        saliency=saliency_table(outputs),
-        curve_plots=faithfulness_plots(curves_table(outputs), out / "plots"),
-        reward_plots=reward_plots(load_grpo(grpo_samples), cfg.report.smooth_window, out / "plots"),
-        galleries=build_galleries(outputs, data_dir, cfg.report, out / "gallery"),
+        answers=answers,
+        saliency=saliency,
+        curve_plots=curve_plots,
+        reward_plots=plots,
+        galleries=galleries,
         **_missing(outputs, len(grpo_samples), cfg),
     )
     if content.galleries and (data_dir is None or not Path(data_dir).is_dir()):
