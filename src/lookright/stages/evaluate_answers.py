@@ -79,7 +79,7 @@ from lookright.metrics.chair import (
 )
 from lookright.metrics.pope import POPE_METRICS, parse_yes_no, pope_by_split, pope_metrics
 from lookright.stages.base import Stage, data_inputs
-from lookright.stages.evaluation import EvaluateConfig, validate
+from lookright.stages.evaluation import EvaluateConfig, validate_chair
 
 __all__ = [
     "ANSWER_COLUMNS",
@@ -508,7 +508,7 @@ def run_evaluate_answers(
     :class:`lookright.tracking.StageRun`) they are logged, with tags ``lookright.model`` /
     ``lookright.strategy`` when the answers name one model / strategy.
     """
-    validate(cfg)
+    validate_chair(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = load_answers(answers_path)
@@ -582,7 +582,7 @@ class EvaluateAnswers(Stage):
         parser.add_argument("--data", required=True, type=Path, help="prepare_data output folder")
 
     def check(self, cfg: Any, args: argparse.Namespace) -> None:
-        validate(cfg)
+        validate_chair(cfg)
 
     def inputs(self, args: argparse.Namespace) -> dict[str, Path]:
         return {"answers": args.answers, **data_inputs(args.data)}

@@ -145,7 +145,13 @@ def validate(cfg: EvaluateConfig) -> EvaluateConfig:
         raise ConfigError(
             f"evaluate.faithfulness.max_samples must be >= 1 or null, got {f.max_samples}"
         )
-    c = e.chair
+    return validate_chair(cfg)
+
+
+def validate_chair(cfg: EvaluateConfig) -> EvaluateConfig:
+    """Checks of ``evaluate.chair``, the only part of the section ``evaluate_answers`` reads
+    (no saliency method is loaded, so the stage starts without torch)."""
+    c = cfg.evaluate.chair
     if c.vocabulary not in VOCABULARIES:
         raise ConfigError(
             f"evaluate.chair.vocabulary must be one of {list(VOCABULARIES)}, got {c.vocabulary!r}"
