@@ -4,7 +4,10 @@
 
 Starts ``mlflow ui`` on ``<results>/mlflow.db``, then saves what a researcher sees:
 
-- ``mlflow-runs.png``: the ``lookright`` experiment as it opens (the runs table);
+- ``mlflow-runs.png``: the ``lookright`` experiment's runs table, opened with
+  ``?workflowType=machine_learning`` (MLflow 3.17 keeps a per-browser "GenAI | Model training"
+  switch, GenAI by default, and a direct link to an experiment in GenAI mode lands on the
+  traces overview whatever the experiment's kind);
 - ``mlflow-compare.png``: the compare view of the ``evaluate_answers`` runs of one model and
   strategy (``greedy``), one column per GRPO reward set, ablation params lined up.
 
@@ -25,6 +28,8 @@ import urllib.request
 from pathlib import Path
 
 from mlflow import MlflowClient
+
+MODEL_TRAINING = "workflowType=machine_learning"
 
 
 def wait_for(url: str, seconds: float = 60.0) -> None:
@@ -52,7 +57,7 @@ def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
     query = urllib.parse.urlencode(
         {"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])}
     )
-    return f"{base}/#/compare-runs?{query}"
+    return f"{base}/#/compare-runs?{query}&{MODEL_TRAINING}"
 
 
 def main() -> int:
@@ -83,8 +88,8 @@ def main() -> int:
     )  # fmt: skip
     try:
         wait_for(f"{base}/health")
-        screenshot(args.chromium, f"{base}/#/experiments/{experiment.experiment_id}",
-                   args.out / "mlflow-runs.png")  # fmt: skip
+        runs_url = f"{base}/#/experiments/{experiment.experiment_id}?{MODEL_TRAINING}"
+        screenshot(args.chromium, runs_url, args.out / "mlflow-runs.png")
         screenshot(args.chromium, compare_url(base, experiment.experiment_id, chosen),
                    args.out / "mlflow-compare.png", size="1600,1400")  # fmt: skip
     finally:
