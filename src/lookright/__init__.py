@@ -13,8 +13,9 @@ The Python API (docs/api.md), loaded on first use so that ``import lookright`` s
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lookright.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -31,10 +32,7 @@ if TYPE_CHECKING:
     from lookright.saliency.explain import Explanation, explain
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lookright' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["Explanation", "__version__", "available_methods", "explain", "load_model"]

@@ -28,9 +28,9 @@ sampling/penalty settings do not add logits processors.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any
+
+from lookright.lazy import lazy_exports
 
 # Loaded on first use: importing lookright.decoding.params (the strategies' names, their
 # parameters) must not import torch or transformers.
@@ -61,10 +61,7 @@ CUSTOM_GENERATE: dict[str, str] = {
 CUSTOM_GENERATE["sgrs"], trust_remote_code=True, alpha=0.6)`` decodes with SGRS."""
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["CUSTOM_GENERATE", *_LAZY]

@@ -7,8 +7,7 @@ can be imported alone.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lookright.lazy import lazy_exports
 
 _LAZY = {
     name: "lookright.models.base"
@@ -25,10 +24,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)

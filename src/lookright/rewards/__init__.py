@@ -16,9 +16,7 @@ skipped by TRL), never a silent 0 for something it could not compute, and raises
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from lookright.lazy import lazy_exports
 from lookright.rewards.accuracy import AccuracyReward, JudgeUnavailableError, LlmJudge
 from lookright.rewards.base import (
     NonFiniteRewardError,
@@ -55,10 +53,7 @@ ALIASES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def reward_class(name: str) -> type[RewardFunction]:

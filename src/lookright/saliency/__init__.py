@@ -17,8 +17,7 @@ pixels and :func:`alignment_score` (Saliency-R1's mass-in-box ratio) comes from
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lookright.lazy import lazy_exports
 
 # Loaded on first use: light modules of the package (render, types) import without torch.
 _LAZY = {
@@ -37,10 +36,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)

@@ -25,8 +25,7 @@ one on disk.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lookright.lazy import lazy_exports
 
 # Loaded on first use: the stage's config (config.py) imports without torch, TRL or PEFT.
 _LAZY = {
@@ -50,10 +49,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)
