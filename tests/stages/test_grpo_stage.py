@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from lookright import tracking
 from lookright.cli import main
 from lookright.models import get_adapter, load_model
-from lookright.train import common as train_common
+from tests.interruption import interrupted_after_step_2
 
 pytestmark = pytest.mark.slow  # real (tiny) trainings, ~1-2 min for the module
 
@@ -236,24 +236,13 @@ def test_alignment_score_is_logged_per_step(pipeline):
     )
 
 
-class _InterruptAfterStep2(train_common.MlflowStepLogger):
-    """Ctrl-C right after checkpoint-2 was written (as a kill mid-training)."""
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == 2:
-            raise KeyboardInterrupt
-        return super().on_save(args, state, control, **kwargs)
-
-
 def test_grpo_resumes_after_interruption(pipeline, monkeypatch):
     out = pipeline["results"] / "grpo" / "resumed" / "acc+fmt+sal"
     args = _args(pipeline, out, "acc+fmt+sal", steps=4)
     client = MlflowClient(tracking_uri=pipeline["uri"])
     run_key = f"grpo:{out.resolve()}"
-    with monkeypatch.context() as patch:
-        patch.setattr(train_common, "MlflowStepLogger", _InterruptAfterStep2)
-        with pytest.raises(KeyboardInterrupt):
-            grpo_cli(args)
+    with interrupted_after_step_2():
+        grpo_cli(args)
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
     assert not (out / "model").exists() and not (out / "run.json").exists()
     (first,) = tracking.find_runs(

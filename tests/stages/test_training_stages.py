@@ -22,7 +22,6 @@ from lookright.cli import main
 from lookright.config import GateError
 from lookright.metrics.accuracy import accuracy, exact_match
 from lookright.models import get_adapter, load_model
-from lookright.train import common as train_common
 from lookright.train.common import (
     PREDICTIONS,
     MlflowStepLogger,
@@ -30,6 +29,7 @@ from lookright.train.common import (
     check_min_accuracy,
     require_gate_rows,
 )
+from tests.interruption import interrupted_after_step_2
 
 
 @pytest.fixture(scope="module")
@@ -168,15 +168,6 @@ def test_pretrain_mlflow_run(pipeline, smoke_config):
 # --------------------------------------------------------------------------- sft resume
 
 
-class _InterruptAfterStep2(MlflowStepLogger):
-    """Ctrl-C arriving right after checkpoint-2 was written (as a kill mid-training)."""
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == 2:
-            raise KeyboardInterrupt
-        return super().on_save(args, state, control, **kwargs)
-
-
 @pytest.mark.slow  # shares the module's prepare-data + pretrain run (~20 s)
 def test_sft_resumes_after_interruption(pipeline, smoke_config, tmp_path, monkeypatch):
     out = pipeline["results"] / "sft" / "resumed"
@@ -192,10 +183,8 @@ def test_sft_resumes_after_interruption(pipeline, smoke_config, tmp_path, monkey
     client = MlflowClient(tracking_uri=pipeline["uri"])
     run_key = f"sft:{out.resolve()}"
 
-    with monkeypatch.context() as patch:
-        patch.setattr(train_common, "MlflowStepLogger", _InterruptAfterStep2)
-        with pytest.raises(KeyboardInterrupt):
-            main(args)
+    with interrupted_after_step_2():
+        main(args)
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
     assert not (out / "model").exists() and not (out / "run.json").exists()
     (first,) = tracking.find_runs(
