@@ -33,6 +33,7 @@ from lookright.stages.evaluate_saliency import (
 )
 from lookright.stages.evaluation import EvaluateConfig, FaithfulnessSection
 from lookright.tracking import _safe_key
+from lookright.train import common as train_common
 from lookright.train.datasets import decode_image, load_samples
 
 TEXTS = [
@@ -121,7 +122,7 @@ def _config(**evaluate) -> EvaluateConfig:
 def evaluated(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluated")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(saliency_stage, "greedy_answers", fake_generation)
+        patch.setattr(train_common, "greedy_answers", fake_generation)
         metrics = run_evaluate_saliency(_config(), inputs / "model", inputs / "data", out)
     return out, metrics
 
@@ -273,7 +274,7 @@ def evaluated_full(inputs, tmp_path_factory):
         occlusion={"cell_size": 2},
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(saliency_stage, "greedy_answers", fake_generation)
+        patch.setattr(train_common, "greedy_answers", fake_generation)
         metrics = run_evaluate_saliency(config, inputs / "model", inputs / "data", out)
     return out, metrics
 
@@ -312,7 +313,7 @@ def test_faithfulness_of_the_weighting_variants_is_optional(inputs, tmp_path, va
         faithfulness={"curve_steps": 2, "max_samples": 2, "variants": variants},
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(saliency_stage, "greedy_answers", fake_generation)
+        patch.setattr(train_common, "greedy_answers", fake_generation)
         run_evaluate_saliency(config, inputs / "model", inputs / "data", tmp_path)
     summary = {r["method"]: r for r in pq.read_table(tmp_path / "summary.parquet").to_pylist()}
     assert summary["raw_attention"]["n_faithfulness"] == 2
@@ -491,7 +492,7 @@ def test_missing_inputs_are_named(inputs, tmp_path):
 
 
 def test_without_faithfulness_no_del_ins_columns_and_empty_curves(inputs, tmp_path, monkeypatch):
-    monkeypatch.setattr(saliency_stage, "greedy_answers", fake_generation)
+    monkeypatch.setattr(train_common, "greedy_answers", fake_generation)
     cfg = _config(methods=["random"], gallery_samples=0, faithfulness={"enabled": False})
     metrics = run_evaluate_saliency(cfg, inputs / "model", inputs / "data", tmp_path)
     saliency = pq.read_table(tmp_path / "saliency.parquet")

@@ -79,11 +79,10 @@ import warnings
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -108,14 +107,8 @@ from lookright.metrics.thought_faithfulness import (
     thought_summary_by_subset,
     thought_verdicts,
 )
-from lookright.models.base import VLMAdapter, load_model
 from lookright.models.geometry import ImageView
-from lookright.saliency.api import get_method, run_methods
-from lookright.saliency.base import METHODS, DirectMethod, SaliencyMethod
-from lookright.saliency.batch import SaliencyBatch, SampleTokens, prepare_batch
-from lookright.saliency.occlusion import Occlusion
 from lookright.saliency.storage import map_row, write_maps
-from lookright.saliency.types import SaliencyResult
 from lookright.saliency.weighting import SIGNAL_METHOD, reweighted, signal_weights, variant_name
 from lookright.stages.base import Stage
 from lookright.stages.evaluation import (
@@ -124,8 +117,15 @@ from lookright.stages.evaluation import (
     FaithfulnessSection,
     validate,
 )
-from lookright.train.common import greedy_answers
 from lookright.train.datasets import STAGE_ROLE, decode_image, load_subsample
+
+if TYPE_CHECKING:  # torch, transformers and the saliency engine load when a model does
+    import torch
+
+    from lookright.models.base import VLMAdapter
+    from lookright.saliency.base import SaliencyMethod
+    from lookright.saliency.batch import SaliencyBatch, SampleTokens
+    from lookright.saliency.types import SaliencyResult
 
 KINDS = ("deletion", "insertion")
 # per-sample map metrics of saliency.parquet, averaged into summary.parquet as <name>_mean
@@ -264,6 +264,8 @@ class SampleMaps:
 def _methods(names: Sequence[str], seed: int, e: EvaluateSection | None = None) -> list[Any]:
     """Method instances; ``random`` seeded per batch start so maps do not depend on batching;
     ``occlusion`` with the deletion metric's baseline and ``evaluate.occlusion``."""
+    from lookright.saliency.api import get_method
+
     out = []
     for name in names:
         if name == "random":
@@ -296,6 +298,8 @@ def evaluated_names(methods: Sequence[str], weightings: Sequence[str]) -> list[s
 
 def _per_token(name: str) -> bool:
     """Whether a registry method has token maps to reweight (all but the random map)."""
+    from lookright.saliency.base import METHODS, DirectMethod
+
     return not issubclass(METHODS[name], DirectMethod)
 
 
@@ -407,6 +411,10 @@ def explain_samples(
     Occlusion runs on the samples (indices into ``rows``) of ``occluded`` only (None = all);
     the others get "no map" from it.
     """
+    from lookright.saliency.api import run_methods
+    from lookright.saliency.batch import prepare_batch
+    from lookright.saliency.occlusion import Occlusion
+
     weightings = evaluate.token_weightings if evaluate is not None else ["uniform"]
     occluded = set(range(len(rows))) if occluded is None else set(occluded)
     out: list[SampleMaps] = []
@@ -504,7 +512,6 @@ def faithfulness_columns(f: FaithfulnessSection) -> list[str]:
     return [*dict.fromkeys(columns), "del_auc", "ins_auc"]
 
 
-@torch.no_grad()
 def completion_logprobs(
     model: torch.nn.Module,
     processor: Any,
@@ -519,6 +526,22 @@ def completion_logprobs(
     Logits are computed only at the rows predicting the completion (the unembedding of a real
     model's vocabulary at every position of a batch would not fit in memory).
     """
+    import torch
+
+    with torch.no_grad():
+        return _completion_logprobs(model, processor, adapter, images, question, completion)
+
+
+def _completion_logprobs(
+    model: torch.nn.Module,
+    processor: Any,
+    adapter: VLMAdapter,
+    images: Sequence[Image.Image],
+    question: str,
+    completion: str,
+) -> list[float]:
+    import torch
+
     n = len(images)
     encoded = adapter.encode(
         processor, list(images), [question] * n, [completion] * n, add_eos=False
@@ -711,6 +734,8 @@ def method_metrics(
 
 
 def _device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -719,6 +744,8 @@ def _device(name: str) -> torch.device:
 def _load(model_dir: str | Path, device: str) -> Any:
     if not (Path(model_dir) / "config.json").is_file():
         raise FileNotFoundError(f"--model-dir {model_dir}: no config.json (not a checkpoint)")
+    from lookright.models.base import load_model
+
     loaded = load_model(model_dir, device=_device(device))
     loaded.model.eval()
     return loaded
@@ -831,6 +858,10 @@ def run_evaluate_saliency(
     run: Any = None,
 ) -> dict[str, float]:
     """Evaluate one model (see the module docstring); returns the metrics of ``metrics.json``."""
+    import torch
+
+    from lookright.train.common import greedy_answers
+
     validate(cfg)
     e = cfg.evaluate
     out_dir = Path(out_dir)
