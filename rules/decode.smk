@@ -17,7 +17,7 @@ rule decode:
         strategy="|".join(s.replace("+", r"\+") for s in DECODE_STRATEGIES),
     conda:
         "../envs/lookright.yaml"
-    threads: 2
+    threads: config["resources"].get("decode_threads", 2)
     resources:
         mem_mb=16000,
         runtime=240,

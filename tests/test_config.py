@@ -261,6 +261,7 @@ TINY_MODEL_KEYS = (
     "sft.eval_samples",
     "resources.train_gpus",
     "resources.decode_gpus",
+    "resources.decode_threads",
     "tracking.uri",
     "results_dir",
     "logs_dir",

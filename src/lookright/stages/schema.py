@@ -35,6 +35,7 @@ class DebugSection:
 class ResourcesSection:
     train_gpus: int = 0
     decode_gpus: int = 0
+    decode_threads: int = 2
 
 
 @dataclass
@@ -157,6 +158,7 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "tracking.system_metrics_interval_s": {"minimum": 0},
     "resources.train_gpus": {"minimum": 0},
     "resources.decode_gpus": {"minimum": 0},
+    "resources.decode_threads": {"minimum": 1},
     "data.max_rejected_fraction": {"minimum": 0, "maximum": 1},
     "data.shapes.image_size": {"minimum": 28, "multipleOf": 28},
     "data.shapes.grid": {"minimum": 1},
