@@ -120,7 +120,7 @@ def get_grpo_samples():
 
 
 # Stage decode: one branch per (model, source, strategy); source = "sft" or "grpo-<set>".
-DECODE_STRATEGIES = branches.decode_strategies()
+DECODE_BRANCH = branches.decode_strategy_pattern()  # sgrs, sgrs@3, ...
 
 
 def decode_model_dir(wildcards):

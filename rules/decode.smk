@@ -14,7 +14,7 @@ rule decode:
     wildcard_constraints:
         model="[^/]+",
         source="sft|grpo-[^/]+",
-        strategy="|".join(s.replace("+", r"\+") for s in DECODE_STRATEGIES),
+        strategy=DECODE_BRANCH,
     conda:
         "../envs/lookright.yaml"
     threads: config["resources"].get("decode_threads", 2)
@@ -26,13 +26,14 @@ rule decode:
         debug=get_debug_flags("decode"),
         cfg=lambda wc: branches.decode_config(config, wc.model, wc.strategy),
         code=stage_code("decode"),
+        strategy=lambda wc: branches.split_strategy(wc.strategy)[0],
         model_dir=decode_model_dir,
         upstream=decode_upstream,
         out=subpath(output.answers, parent=True),
         data=subpath(input.samples, parent=True),
     shell:
         "lookright decode --config-json {params.cfg:q} --data {params.data}"
-        " --model-dir {params.model_dir} --strategy {wildcards.strategy:q} --out {params.out:q}"
+        " --model-dir {params.model_dir} --strategy {params.strategy:q} --out {params.out:q}"
         " {params.upstream} --tag snakemake.rule=decode"
         " --tag snakemake.wildcards=model={wildcards.model},source={wildcards.source},strategy={wildcards.strategy}"
         " {params.debug} > {log:q} 2>&1"

@@ -61,7 +61,7 @@ rule evaluate_answers:
     wildcard_constraints:
         model="[^/]+",
         source="sft|grpo-[^/]+",
-        strategy="|".join(s.replace("+", r"\+") for s in DECODE_STRATEGIES),
+        strategy=DECODE_BRANCH,
     conda:
         "../envs/lookright.yaml"
     threads: 1

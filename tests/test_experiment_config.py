@@ -28,8 +28,8 @@ def test_experiment_dag_has_every_arm_and_seed(workdir: Path, configs) -> None:
         "sft": 1,  # one SFT checkpoint shared by every arm and seed
         "grpo": 19,  # 3 arms x 5 seeds + 4 single-seed arms
         "evaluate_saliency": 20,  # SFT + every GRPO branch
-        "decode": 6,  # the SFT model with six strategies, sgrs next to sample (question 3)
-        "evaluate_answers": 6,
+        "decode": 14,  # SFT model: 4 strategies once, sample and sgrs x 5 seeds (question 3)
+        "evaluate_answers": 14,
         "report": 1,
     }
 
@@ -62,9 +62,32 @@ def test_seeded_branches_get_their_seed_and_their_set_options(workdir: Path) -> 
     assert configs["acc+fmt+sayo@2"]["grpo"]["reward_options"]["region_attention"]["rho"] == 0.3
 
 
+def test_seeded_decode_branches_get_their_seed(workdir: Path) -> None:
+    result = snakemake(workdir, "--dry-run", "--printshellcmds", *EXPERIMENT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seeds: dict[str, set[int]] = {}
+    for match in re.finditer(
+        r"lookright decode --config-json '(\{.*?\})' .*?--strategy (\S+) --out (\S+)",
+        result.stdout,
+    ):
+        cfg, strategy, out = json.loads(match.group(1)), match.group(2), match.group(3)
+        assert out.rstrip("'").split("/")[-1].split("@")[0] == strategy  # the base strategy runs
+        seeds.setdefault(strategy, set()).add(cfg["seed"])
+    assert seeds["sample"] == seeds["sgrs"] == set(range(5))  # the same seeds: paired
+    assert seeds["greedy"] == {0}
+
+
 def test_a_bad_seed_suffix_is_a_clear_error(workdir: Path, tmp_path: Path) -> None:
     override = tmp_path / "bad.yaml"
     override.write_text("grpo:\n  run_reward_sets: [acc+fmt@one]\n")
     result = snakemake(workdir, "--dry-run", *EXPERIMENT, str(override))
     assert result.returncode != 0
     assert "must be a seed (integer)" in result.stdout + result.stderr
+
+
+def test_a_seed_on_a_deterministic_strategy_fails_the_dry_run(workdir: Path, tmp_path) -> None:
+    override = tmp_path / "bad.yaml"
+    override.write_text("decode:\n  run_strategies: [greedy@1]\n")
+    result = snakemake(workdir, "--dry-run", *EXPERIMENT, str(override))
+    assert result.returncode != 0
+    assert "greedy@1" in result.stdout + result.stderr

@@ -392,3 +392,43 @@ def test_cli_needs_exactly_one_kind_of_input(tmp_path: Path) -> None:
     assert main(["experiment-summary", "--out", str(tmp_path / "x")]) == 2
     both = ["--branches", str(tmp_path), "--seed-dir", str(tmp_path)]
     assert main(["experiment-summary", *both, "--out", str(tmp_path / "x")]) == 2
+
+
+def test_seeded_decode_branches_pair_sgrs_with_sample_seed_by_seed(tmp_path: Path) -> None:
+    """``sample@N`` / ``sgrs@N`` rows of one SFT model: Q3's comparison, paired over seeds."""
+    f1 = {"sample": (0.60, 0.70, 0.50), "sgrs": (0.65, 0.68, 0.60)}
+    rows = [
+        {"model": "m", "source": "sft", "reward_set": None, "strategy": "greedy", "pope_f1": 0.9},
+        *(
+            {"model": "m", "source": "sft", "reward_set": None, "strategy": f"{s}@{seed}",
+             "pope_f1": values[seed]}
+            for s, values in f1.items()
+            for seed in range(3)
+        ),
+    ]  # fmt: skip
+    saliency = [{"model": "m", "source": "sft", "method": "random", "alignment_mean": 0.1}]
+    (tmp_path / "report").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "report" / "answers.parquet")
+    pq.write_table(pa.Table.from_pylist(saliency), tmp_path / "report" / "saliency.parquet")
+    tables = aggregate_branches(tmp_path)
+    by_seed = {(r["seed"], r["strategy"]) for r in tables["answers_by_seed"].to_pylist()}
+    assert by_seed == {("shared", "greedy")} | {
+        (str(seed), s) for s in ("sample", "sgrs") for seed in range(3)
+    }
+    sgrs = effect(tables["effects"], metric="pope_f1", strategy="sgrs", reference="sample")
+    assert sgrs["source"] == "sft" and sgrs["n"] == 3
+    assert sgrs["mean"] == pytest.approx((0.05 - 0.02 + 0.10) / 3)
+    assert (sgrs["n_positive"], sgrs["n_negative"]) == (2, 1)
+    # greedy is decoded once: it is never paired against the seeded reference
+    assert not [r for r in tables["effects"].to_pylist() if r["strategy"] == "greedy"]
+    summary = stats(tables["answers_summary"], "pope_f1", strategy="sample")
+    assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.6)
+
+
+def test_a_row_seeded_twice_is_an_error(tmp_path: Path) -> None:
+    rows = [{"model": "m", "source": "grpo-acc@1", "reward_set": "acc@1",
+             "strategy": "sample@2", "pope_f1": 0.5}]  # fmt: skip
+    (tmp_path / "report").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "report" / "answers.parquet")
+    with pytest.raises(ValueError, match=r"grpo-acc@1/sample@2: .* two seeds"):
+        aggregate_branches(tmp_path)

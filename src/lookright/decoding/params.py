@@ -17,6 +17,8 @@ from typing import Any
 from lookright.config import ConfigError
 
 STRATEGIES: tuple[str, ...] = ("greedy", "beam", "sample", "locore", "sgrs", "sgrs+locore")
+SEEDED_STRATEGIES: tuple[str, ...] = ("sample", "sgrs", "sgrs+locore")
+"""The strategies that sample (top-K), so that their output depends on the seed."""
 
 # LocoRE's beta per family (the paper: 0.15 for LLaVA-1.5, 0.20 for Qwen2-VL; Qwen2.5-VL
 # takes Qwen2-VL's value).

@@ -75,8 +75,12 @@ DEFAULT_METHODS = (
 )
 SHARED_SEED = "shared"  # rows of a model every seeded branch shares (the SFT checkpoint)
 _SEEDED_SOURCE = re.compile(r"^(grpo-.+)@(\d+)$")
+_SEEDED_STRATEGY = re.compile(r"^(.+)@(\d+)$")
 DEFAULT_SALIENCY_METRIC = "alignment_mean"
 DEFAULT_STRATEGY = "greedy"
+# Q3 (LVLMs-Saliency): SGRS against top-K sampling with the same K and the same seeds
+DEFAULT_STRATEGY_REFERENCES = ("sample",)
+DEFAULT_DECODE_METRICS = ("pope_f1", "chair_s", "pope_yes_ratio")
 SUMMARY_SCHEMA_TAIL = [
     ("reward_set", pa.string()),
     ("metric", pa.string()),
@@ -254,12 +258,32 @@ def _warn_incomplete(by_seed: pa.Table, kind: str, n_seeds: int) -> None:
         )
 
 
-def read_branches(results_dir: str | Path, kind: str) -> pa.Table:
-    """One results folder whose GRPO branches carry their seed (``grpo-<set>@<N>``).
+def _branch_seed(row: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+    """(seed, source, strategy) of a report row: the seed of its GRPO branch
+    (``grpo-<set>@<N>``) or of its decode branch (``<strategy>@<N>``), else shared."""
+    source, strategy = row["source"] or "", row.get("strategy")
+    by_source = _SEEDED_SOURCE.match(source)
+    by_strategy = _SEEDED_STRATEGY.match(strategy or "")
+    if by_source and by_strategy:
+        raise ValueError(
+            f"report row {row['model']}/{source}/{strategy}: a seeded GRPO branch decoded with "
+            f"a seeded strategy has two seeds; seed one of the two"
+        )
+    if by_strategy:
+        return by_strategy.group(2), row["source"], by_strategy.group(1)
+    if by_source:
+        return by_source.group(2), by_source.group(1), strategy
+    return SHARED_SEED, row["source"], strategy
 
-    The source becomes ``grpo-<set>`` with ``seed`` N; rows without a seed suffix (the SFT
-    model all branches start from) get ``seed`` :data:`SHARED_SEED` and are paired with every
-    seed in :func:`paired`. ``train_run_id`` as in :func:`read_seed`.
+
+def read_branches(results_dir: str | Path, kind: str) -> pa.Table:
+    """One results folder whose branches carry their seed: GRPO branches (``grpo-<set>@<N>``)
+    or decode branches (``<strategy>@<N>``, e.g. ``sgrs@3``).
+
+    The source becomes ``grpo-<set>`` (the strategy ``<strategy>``) with ``seed`` N; rows
+    without a seed suffix (the SFT model all branches start from, a deterministic decode) get
+    ``seed`` :data:`SHARED_SEED` and are paired with every seed in :func:`paired`.
+    ``train_run_id`` as in :func:`read_seed`.
     """
     results_dir = Path(results_dir)
     path = results_dir / REPORT_FILES[kind]
@@ -271,15 +295,16 @@ def read_branches(results_dir: str | Path, kind: str) -> pa.Table:
     for name in (*GROUPS[kind], "reward_set", "run_id"):
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(len(table), pa.string()))
-    rows = table.select(["model", "source"]).to_pylist()
+    rows = table.select([c for c in ("model", "source", "strategy") if c in GROUPS[kind]])
+    rows = rows.to_pylist()
     train = [_train_run_id(results_dir, r["model"], r["source"]) for r in rows]
-    seeds, sources = [], []
-    for row in rows:
-        match = _SEEDED_SOURCE.match(row["source"] or "")
-        seeds.append(match.group(2) if match else SHARED_SEED)
-        sources.append(match.group(1) if match else row["source"])
+    triples = [_branch_seed(row) for row in rows]
+    seeds, sources, strategies = ([t[k] for t in triples] for k in range(3))
     index = table.column_names.index("source")
     table = table.set_column(index, "source", pa.array(sources, pa.string()))
+    if "strategy" in GROUPS[kind]:
+        index = table.column_names.index("strategy")
+        table = table.set_column(index, "strategy", pa.array(strategies, pa.string()))
     if "reward_set" in table.column_names:
         sets = [None if s == "sft" else (s or "")[len("grpo-") :] or None for s in sources]
         position = table.column_names.index("reward_set")
@@ -400,6 +425,38 @@ def _effect_rows(
     return rows
 
 
+def strategy_effects(
+    answers: pa.Table,
+    references: Sequence[str] = DEFAULT_STRATEGY_REFERENCES,
+    metrics: Sequence[str] = DEFAULT_DECODE_METRICS,
+) -> list[dict[str, Any]]:
+    """Paired differences ``strategy - reference strategy`` over seeds, per model x source.
+
+    Rows of the effects table with ``strategy`` = the compared strategy, ``reference`` = the
+    reference strategy (default ``sample``: SGRS's control, the same top-K and seeds) and
+    ``source`` = the decoded model. A strategy pairs with the reference seed by seed; one
+    decoded once (deterministic, seed shared) is compared only as the reference.
+    """
+    rows: list[dict[str, Any]] = []
+    records = answers.to_pylist()
+    for name in metrics:
+        metric = resolve_metric(name, answers.column_names)
+        if metric is None:
+            continue
+        for model, source in sorted({(r["model"], r["source"]) for r in records}, key=str):
+            values = {
+                (r["seed"], model, r["strategy"]): float(r[metric])
+                for r in records
+                if (r["model"], r["source"]) == (model, source)
+                and r["strategy"] is not None
+                and finite([r[metric]]).size
+            }
+            common = {"table": "answers", "metric": metric, "method": None}
+            for row in _effect_rows(values, references, common):
+                rows.append({**row, "strategy": row["source"], "source": source})
+    return rows
+
+
 def effects(
     tables: Mapping[str, pa.Table],
     references: Sequence[str] = DEFAULT_REFERENCES,
@@ -407,6 +464,7 @@ def effects(
     methods: Sequence[str] = DEFAULT_METHODS,
     saliency_metric: str = DEFAULT_SALIENCY_METRIC,
     strategy: str = DEFAULT_STRATEGY,
+    strategy_references: Sequence[str] = DEFAULT_STRATEGY_REFERENCES,
 ) -> pa.Table:
     """Paired differences ``source - reference`` over seeds, per model.
 
@@ -417,7 +475,9 @@ def effects(
       ``vqa_accuracy/bias_conflicting``, also accepted as ``vqa_accuracy_bias_conflicting``,
       ``thought_location``, ``thought_answer_follows``),
       on the ``strategy`` row (else the row without strategy, see :func:`answer_values`);
-    * saliency: ``saliency_metric`` (``alignment_mean``) of each of ``methods``.
+    * saliency: ``saliency_metric`` (``alignment_mean``) of each of ``methods``;
+    * decoding: each strategy against ``strategy_references`` on the same model
+      (:func:`strategy_effects`; ``reference`` is then a strategy).
 
     A row per (table, model, metric, method, source, reference) with at least one pair:
     n (paired seeds), mean / std / bootstrap CI of the differences (as :func:`describe`),
@@ -433,6 +493,7 @@ def effects(
             values = answer_values(answers, metric, strategy)
             common = {"table": "answers", "metric": metric, "method": None, "strategy": strategy}
             rows += _effect_rows(values, references, common)
+        rows += strategy_effects(answers, strategy_references)
     saliency = tables.get("saliency_by_seed")
     if saliency is not None and len(saliency) and saliency_metric in saliency.column_names:
         for method in methods:
@@ -485,9 +546,10 @@ def summary_markdown_table(summary: pa.Table, kind: str) -> str:
 
 
 def effects_markdown_table(table: pa.Table) -> str:
-    """One row per effect: Δ = source − reference as ``mean ± std [lo, hi] (n)``."""
+    """One row per effect: Δ = source − reference (or strategy − reference strategy, when the
+    reference is a strategy) as ``mean ± std [lo, hi] (n)``."""
     header = ["Table", "Model", "Metric", "Method / strategy", "Source", "Reference"]
-    header += ["Δ (source − reference)", "Seeds Δ > 0"]
+    header += ["Δ (source or strategy − reference)", "Seeds Δ > 0"]
     body = [
         [
             r["table"],
@@ -545,7 +607,7 @@ def summary_markdown(tables: Mapping[str, pa.Table]) -> str:
         body = summary_markdown_table(summary, kind) if len(summary) else "not available"
         parts += [f"## {titles[kind]}", body]
     effect = tables.get("effects")
-    parts += ["## Paired effects (source − reference, per seed)"]
+    parts += ["## Paired effects (source or strategy − reference, per seed)"]
     parts += [effects_markdown_table(effect) if effect is not None and len(effect) else "none"]
     incomplete = _incomplete_lines(tables)
     if incomplete:
@@ -621,6 +683,16 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         default=DEFAULT_STRATEGY,
         help="decode strategy whose row the VQA effects compare (default: %(default)s)",
     )
+    parser.add_argument(
+        "--strategy-reference",
+        dest="strategy_references",
+        action="append",
+        default=None,
+        metavar="STRATEGY",
+        help=f"reference strategy of the decoding effects (every other strategy of the same "
+        f"model is paired with it seed by seed); repeatable (default: "
+        f"{' '.join(DEFAULT_STRATEGY_REFERENCES)})",
+    )
     return parser
 
 
@@ -647,6 +719,7 @@ def cli_main(args: argparse.Namespace) -> int:
         references=args.references or DEFAULT_REFERENCES,
         methods=args.methods or DEFAULT_METHODS,
         strategy=args.strategy,
+        strategy_references=args.strategy_references or DEFAULT_STRATEGY_REFERENCES,
     )
     written = write_summary(tables, args.out)
     print(

@@ -4,7 +4,9 @@ The Snakefile asks this module, at parse time, for the stage config of every job
 config sections its stage reads (plus the model entry and the seed), as canonical JSON. A
 rule takes that JSON as a param, so changing a key reruns the jobs that read it and no other.
 GRPO branches are reward sets (optionally seeded, ``"acc+fmt+sal@2"``); decode branches are
-(model, source, strategy), and a decode branch's JSON holds only the keys its strategy uses.
+(model, source, strategy), the strategy optionally seeded too (``"sgrs@3"``: its own decode
+with seed 3, for the strategies that sample), and a decode branch's JSON holds only the keys
+its strategy uses.
 
 Only the standard library: the Snakefile imports this before any job runs.
 """
@@ -12,6 +14,7 @@ Only the standard library: the Snakefile imports this before any job runs.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -50,17 +53,32 @@ def stage_config(config: Mapping[str, Any], *sections: str, model: str | None = 
     return canonical(chosen)
 
 
-def split_seeded(reward_set: str) -> tuple[str, int | None]:
-    """``"acc+fmt+sal@2"`` -> ``("acc+fmt+sal", 2)``: a branch of that set with seed 2 (its
-    own GRPO run from the same SFT checkpoint); without ``@N`` the global seed applies."""
-    name, sep, seed = reward_set.rpartition("@")
+def split_seeded(branch: str, kind: str = "reward set") -> tuple[str, int | None]:
+    """``"acc+fmt+sal@2"`` -> ``("acc+fmt+sal", 2)``: a branch of that reward set (or decode
+    strategy) with seed 2, its own run from the same checkpoint; without ``@N`` the global
+    seed applies."""
+    name, sep, seed = branch.rpartition("@")
     if not sep:
-        return reward_set, None
+        return branch, None
     if not seed.isdigit():
-        raise ValueError(
-            f"reward set branch {reward_set!r}: the part after '@' must be a seed (integer)"
-        )
+        raise ValueError(f"{kind} branch {branch!r}: the part after '@' must be a seed (integer)")
     return name, int(seed)
+
+
+def split_strategy(branch: str) -> tuple[str, int | None]:
+    """A decode branch ``"sgrs@3"`` -> ``("sgrs", 3)``; only a strategy that samples takes a
+    seed (a seed would change nothing in the others' output)."""
+    from lookright.decoding.params import SEEDED_STRATEGIES, STRATEGIES
+
+    strategy, seed = split_seeded(branch, "decode strategy")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"decode strategy {branch!r}: not one of {list(STRATEGIES)}")
+    if seed is not None and strategy not in SEEDED_STRATEGIES:
+        raise ValueError(
+            f"decode strategy {branch!r}: {strategy} does not sample, a seed changes nothing; "
+            f"seeded branches are for {list(SEEDED_STRATEGIES)}"
+        )
+    return strategy, seed
 
 
 def grpo_rewards_used(config: Mapping[str, Any], reward_set: str) -> list[str]:
@@ -105,8 +123,10 @@ def grpo_modules(config: Mapping[str, Any], reward_set: str) -> list[str]:
     return [REWARD_MODULES[name] for name in grpo_rewards_used(config, reward_set)]
 
 
-def decode_config(config: Mapping[str, Any], model: str, strategy: str) -> str:
-    """A decode branch's stage config: the shared keys, and those of its strategy only."""
+def decode_config(config: Mapping[str, Any], model: str, branch: str) -> str:
+    """A decode branch's stage config: the shared keys, those of its strategy only, and its
+    seed (``"sample@2"``: 2; else the global seed)."""
+    strategy, seed = split_strategy(branch)
     section = config["decode"]
     branch = {k: v for k, v in section.items() if k not in DECODE_SHARED_KEYS}
     scored = section.get("token_saliency", True) and strategy != "beam"
@@ -126,7 +146,11 @@ def decode_config(config: Mapping[str, Any], model: str, strategy: str) -> str:
             branch["sgrs"] = picked
     if strategy in ("locore", "sgrs+locore"):
         branch["locore"] = section.get("locore", {})
-    chosen = {"seed": config["seed"], "model": model_entry(config, model), "decode": branch}
+    chosen = {
+        "seed": config["seed"] if seed is None else seed,
+        "model": model_entry(config, model),
+        "decode": branch,
+    }
     return canonical(chosen)
 
 
@@ -153,6 +177,16 @@ def decode_strategies() -> tuple[str, ...]:
     return STRATEGIES
 
 
+def decode_strategy_pattern() -> str:
+    """The regular expression of a decode branch: a strategy, ``@<seed>`` for one that samples
+    (the ``strategy`` wildcard's constraint and the config schema's pattern)."""
+    from lookright.decoding.params import SEEDED_STRATEGIES
+
+    fixed = [s for s in decode_strategies() if s not in SEEDED_STRATEGIES]
+    seeded = [re.escape(s) for s in SEEDED_STRATEGIES]
+    return f"(?:{'|'.join(map(re.escape, fixed))}|(?:{'|'.join(seeded)})(?:@[0-9]+)?)"
+
+
 def decode_sources(config: Mapping[str, Any]) -> list[str]:
     """``sft`` and ``grpo-<reward set>`` of every GRPO branch (or ``decode.run_sources``)."""
     sources = config["decode"].get("run_sources")
@@ -163,7 +197,7 @@ def decode_sources(config: Mapping[str, Any]) -> list[str]:
 
 def ablation_params(config: Mapping[str, Any], wildcards: Mapping[str, str]) -> dict[str, Any]:
     """The values that line the ablations up in MLflow: model, source, reward set, GRPO seed,
-    strategy (when the job has one)."""
+    strategy and decode seed (when the job has a strategy)."""
     source = wildcards["source"]
     reward_set, seed = ("none", None) if source == "sft" else split_seeded(source[len("grpo-") :])
     pairs: dict[str, Any] = {
@@ -173,5 +207,7 @@ def ablation_params(config: Mapping[str, Any], wildcards: Mapping[str, str]) -> 
         "grpo_seed": config["seed"] if seed is None else seed,
     }
     if "strategy" in wildcards:
-        pairs["strategy"] = wildcards["strategy"]
+        strategy, decode_seed = split_strategy(wildcards["strategy"])
+        pairs["strategy"] = strategy
+        pairs["decode_seed"] = config["seed"] if decode_seed is None else decode_seed
     return pairs

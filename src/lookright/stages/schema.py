@@ -5,8 +5,8 @@
 Every key, its type, its nesting and its default come from the section dataclasses the stages
 load (:data:`SECTIONS`); every object rejects unknown keys (``additionalProperties: false``),
 so a misspelt key (``pretrain: {stepz: 3}``) fails at ``snakemake -n``. Names come from their
-registries (:data:`REGISTRY_ENUMS`: saliency methods, decoding strategies, rewards, model
-families, readers, ...). Ranges that JSON schema can say (``minimum: 1``) are in
+registries (:data:`REGISTRY_ENUMS`: saliency methods, rewards, model families, readers, ...;
+:data:`REGISTRY_PATTERNS`: decode branches, a strategy or ``sgrs@3``). Ranges that JSON schema can say (``minimum: 1``) are in
 :data:`CONSTRAINTS`, keyed by the dotted paths of the generated schema (a test checks every
 path exists). The keys that only the workflow reads (result folders, which branches to run)
 are :class:`WorkflowKeys`. ``tests/stages/test_schema.py`` fails when the committed schema is
@@ -94,11 +94,6 @@ def _registry_enums() -> dict[str, Callable[[], list[str]]]:
 
         return available_methods()
 
-    def strategies() -> list[str]:
-        from lookright.decoding.params import STRATEGIES
-
-        return list(STRATEGIES)
-
     def rewards() -> list[str]:
         from lookright.rewards import REWARDS
 
@@ -137,7 +132,6 @@ def _registry_enums() -> dict[str, Callable[[], list[str]]]:
         "grpo.task_mix[]": constant("lookright.data.schema", "TASKS"),
         "sft.task_mix[]": constant("lookright.data.schema", "TASKS"),
         "pretrain.task_mix[]": constant("lookright.data.schema", "TASKS"),
-        "decode.run_strategies[]": strategies,
         "decode.split": constant("lookright.data.schema", "SPLITS"),
         "decode.tasks[]": constant("lookright.stages.decode", "DECODE_TASKS"),
         "evaluate.split": constant("lookright.data.schema", "SPLITS"),
@@ -151,6 +145,17 @@ def _registry_enums() -> dict[str, Callable[[], list[str]]]:
 
 
 REGISTRY_ENUMS = _registry_enums()
+
+
+def _decode_branch_pattern() -> str:
+    from lookright.stages.branches import decode_strategy_pattern
+
+    return f"^{decode_strategy_pattern()}$"
+
+
+REGISTRY_PATTERNS: dict[str, Callable[[], str]] = {
+    "decode.run_strategies[]": _decode_branch_pattern,  # the registry's strategies, sgrs@3
+}
 
 CONSTRAINTS: dict[str, dict[str, Any]] = {
     "seed": {"minimum": 0},
@@ -359,6 +364,8 @@ def config_schema() -> dict[str, Any]:
             node["propertyNames"] = {"enum": names()}
         else:
             node["enum"] = names()
+    for path, pattern in REGISTRY_PATTERNS.items():
+        _node(schema, path)["pattern"] = pattern()
     for path, extra in CONSTRAINTS.items():
         _node(schema, path).update(extra)
     return schema
