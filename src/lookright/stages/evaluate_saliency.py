@@ -529,37 +529,24 @@ def completion_logprobs(
     import torch
 
     with torch.no_grad():
-        return _completion_logprobs(model, processor, adapter, images, question, completion)
-
-
-def _completion_logprobs(
-    model: torch.nn.Module,
-    processor: Any,
-    adapter: VLMAdapter,
-    images: Sequence[Image.Image],
-    question: str,
-    completion: str,
-) -> list[float]:
-    import torch
-
-    n = len(images)
-    encoded = adapter.encode(
-        processor, list(images), [question] * n, [completion] * n, add_eos=False
-    )
-    inputs = encoded.inputs.to(next(model.parameters()).device)
-    hidden = model.model(**inputs, use_cache=False).last_hidden_state
-    head = adapter.lm_head(model)
-    out = []
-    for b in range(n):
-        start, end = encoded.completion_span(b)
-        if end <= start:
-            out.append(math.nan)
-            continue
-        logits = head(hidden[b, start - 1 : end - 1]).float()
-        targets = inputs["input_ids"][b, start:end]
-        logp = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
-        out.append(float(logp.mean()))
-    return out
+        n = len(images)
+        encoded = adapter.encode(
+            processor, list(images), [question] * n, [completion] * n, add_eos=False
+        )
+        inputs = encoded.inputs.to(next(model.parameters()).device)
+        hidden = model.model(**inputs, use_cache=False).last_hidden_state
+        head = adapter.lm_head(model)
+        out = []
+        for b in range(n):
+            start, end = encoded.completion_span(b)
+            if end <= start:
+                out.append(math.nan)
+                continue
+            logits = head(hidden[b, start - 1 : end - 1]).float()
+            targets = inputs["input_ids"][b, start:end]
+            logp = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
+            out.append(float(logp.mean()))
+        return out
 
 
 def score_faithfulness(
