@@ -14,7 +14,7 @@ LATEST := .venv-latest
 export PATH := $(abspath $(BIN)):$(PATH)
 CORES ?= 2
 
-.PHONY: install run run-seed1 smoke experiment test test-fast test-latest lock schema lint format readme-tables clean
+.PHONY: install run run-seed1 run-timing smoke experiment test test-fast test-latest lock schema lint format readme-tables clean
 
 install: $(STAMP)
 
@@ -43,9 +43,18 @@ run: install
 run-seed1: install
 	$(BIN)/snakemake --cores $(CORES) --config seed=1 results_dir=results-seed1 logs_dir=logs-seed1
 
-# The README's measured tables, from the two runs above.
+# The pipeline's wall time: `make run` from nothing into results-timing/, with the load
+# average before and after (run it on an otherwise idle machine; README "timing" block).
+run-timing: install
+	rm -rf results-timing logs-timing && mkdir -p results-timing
+	cat /proc/loadavg > results-timing/loadavg-before.txt
+	$(BIN)/snakemake --cores $(CORES) --config results_dir=results-timing logs_dir=logs-timing
+	cat /proc/loadavg > results-timing/loadavg-after.txt
+
+# The README's measured tables, from the runs above (the timing block when results-timing/ exists).
 readme-tables: install
-	$(BIN)/python experiments/readme_tables.py --runs results results-seed1 --readme README.md
+	$(BIN)/python experiments/readme_tables.py --runs results results-seed1 --readme README.md \
+	  $(if $(wildcard results-timing/report/report.html),--timing results-timing)
 
 # The config schema, generated from the stages' config dataclasses (a test checks it is current).
 schema: install

@@ -1,10 +1,12 @@
-"""The five tables of EXPERIMENTS.md from ``lookright experiment-summary``'s output.
+"""The tables of EXPERIMENTS.md from ``lookright experiment-summary``'s output.
 
     python experiments/experiment_tables.py results-experiment/summary
 
-Reads ``answers_summary.parquet``, ``saliency_summary.parquet`` and ``effects.parquet``
-(long format: one row per group x metric with mean, std, n and the bootstrap interval) and
-prints Markdown: cells are ``mean ± std [lo, hi] (n)``, or ``mean (1)`` for a single seed.
+Reads ``answers_summary.parquet``, ``saliency_summary.parquet``, ``effects.parquet`` and
+``saliency_by_seed.parquet`` (long format: one row per group x metric with mean, std, n and
+the bootstrap interval) and prints Markdown: cells are ``mean ± std [lo, hi] (n)``, or
+``mean (1)`` for a single seed. Q6 (token weighting) pairs each ``<method>.<weighting>`` map
+with the same method's uniform map, evaluation by evaluation, over the seeds of one arm.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from lookright.decoding.params import STRATEGIES
 from lookright.report.experiment import format_cell
+from lookright.report.statistics import describe, finite
 
 MODEL_ARMS = (
     "sft",
@@ -28,6 +32,13 @@ MODEL_ARMS = (
     "grpo-acc+fmt+sayo-rho1.0",
 )
 SUBSETS = ("vqa_accuracy", "vqa_accuracy/bias_conflicting", "vqa_accuracy/bias_aligned")
+THOUGHT = (
+    "thought_location",
+    "thought_color",
+    "thought_color/bias_conflicting",
+    "thought_answer_follows",
+    "thought_cot_share",
+)
 ALIGNMENT_METHODS = ("logit_decomposition_centered", "cot_bottleneck")
 DECODE_METRICS = (
     "pope_accuracy",
@@ -41,6 +52,8 @@ DECODE_METRICS = (
 )
 FAITHFULNESS = ("del_5", "del_15", "del_30", "ins_30", "del_auc", "ins_auc")
 HUMAN = ("nss_mean", "spearman_mean")
+OCCLUSION = ("occ_spearman_mean", "occ_pearson_mean", "nss_mean", "del_auc", "ins_auc")
+WEIGHTINGS = ("answer", "evidence", "occlusion")
 
 
 def _index(path: Path, keys: Sequence[str]) -> dict[tuple, dict]:
@@ -71,6 +84,15 @@ def training_table(answers: dict, saliency: dict, model: str, arms: Sequence[str
     return _markdown(header, rows)
 
 
+def thought_table(answers: dict, model: str, arms: Sequence[str]) -> str:
+    """Q1: thought faithfulness per arm (docs/methods.md#thought_faithfulness)."""
+    rows = []
+    for arm in arms:
+        strategy = "greedy" if arm == "sft" else None
+        rows.append([arm, *(_cell(answers, (model, arm, strategy, m)) for m in THOUGHT)])
+    return _markdown(["arm", *THOUGHT], rows)
+
+
 def decode_table(answers: dict, model: str) -> str:
     """Q3: POPE and CHAIR of each decoding strategy on the SFT model."""
     strategies = sorted({k[2] for k in answers if k[1] == "sft" and k[2]})
@@ -90,13 +112,44 @@ def method_table(saliency: dict, model: str, source: str, metrics: Sequence[str]
     return _markdown(["method", *metrics], rows)
 
 
+def weighting_table(by_seed: Path, model: str, source: str, metric: str) -> str:
+    """Q6: ``<method>.<weighting>`` − ``<method>`` (uniform) of ``metric``, paired per
+    evaluation over the seeds of ``source``; the uniform value's mean in the first column."""
+    values: dict[tuple[str, str], float] = {}
+    for r in pq.read_table(by_seed).to_pylist():
+        if r["model"] == model and r["source"] == source and finite([r.get(metric)]).size:
+            values[(str(r["seed"]), r["method"])] = float(r[metric])
+    methods = sorted({m for _, m in values if "." not in m and m not in ("occlusion", "random")})
+    seeds = sorted({s for s, _ in values})
+    rows = []
+    for method in methods:
+        uniform = [values[(s, method)] for s in seeds if (s, method) in values]
+        cells = [format_cell(describe(uniform)) if uniform else "—"]
+        for weighting in WEIGHTINGS:
+            diffs = [
+                values[(s, f"{method}.{weighting}")] - values[(s, method)]
+                for s in seeds
+                if (s, method) in values and (s, f"{method}.{weighting}") in values
+            ]
+            positive = sum(d > 0 for d in diffs)
+            cells.append(
+                f"{format_cell(describe(diffs))} {positive}/{len(diffs)}" if diffs else "—"
+            )
+        rows.append([method, *cells])
+    header = ["method", f"{metric} (uniform)", *(f"Δ {w} − uniform" for w in WEIGHTINGS)]
+    return _markdown(header, rows)
+
+
 def effects_table(path: Path) -> str:
     rows = []
     for r in pq.read_table(path).to_pylist():
         label = r["metric"] + (f" ({r['method']})" if r["method"] else "")
+        by_strategy = r["reference"] in STRATEGIES  # strategy − reference strategy, one source
         rows.append(
             [
-                f"{r['source']} − {r['reference']}",
+                f"{r['strategy']} − {r['reference']} ({r['source']})"
+                if by_strategy
+                else f"{r['source']} − {r['reference']}",
                 label,
                 format_cell(r),
                 f"{r['n_positive']}/{r['n']}",
@@ -115,15 +168,22 @@ def main() -> None:
     arms = [a for a in MODEL_ARMS if any(k[1] == a for k in saliency)]
     print("### Q1/Q2: GRPO arms\n")
     print(training_table(answers, saliency, args.model, arms))
+    print("\n### Q1: thought faithfulness\n")
+    print(thought_table(answers, args.model, arms))
     print("\n### Paired effects\n")
     print(effects_table(args.summary / "effects.parquet"))
     print("\n### Q3: decoding strategies (SFT model)\n")
     print(decode_table(answers, args.model))
     for source in ("sft", "grpo-acc+fmt"):
-        print(f"\n### Q4: faithfulness ({source})\n")
+        print(f"\n### Q4/Q5: agreement with occlusion, human maps, faithfulness ({source})\n")
+        print(method_table(saliency, args.model, source, OCCLUSION))
+        print(f"\n### Q4: deletion / insertion ({source})\n")
         print(method_table(saliency, args.model, source, ("alignment_mean", *FAITHFULNESS)))
-        print(f"\n### Q5: human alignment ({source})\n")
-        print(method_table(saliency, args.model, source, HUMAN))
+    by_seed = args.summary / "saliency_by_seed.parquet"
+    for source in ("sft", "grpo-acc+fmt"):
+        for metric in ("occ_spearman_mean", "nss_mean", "del_auc"):
+            print(f"\n### Q6: token weighting, {metric} ({source})\n")
+            print(weighting_table(by_seed, args.model, source, metric))
 
 
 if __name__ == "__main__":

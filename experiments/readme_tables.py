@@ -9,6 +9,9 @@ metrics, Snakemake's per-rule benchmarks and the MLflow store of each folder, an
 text between ``<!-- readme-tables:NAME -->`` and ``<!-- /readme-tables:NAME -->`` in the README
 for NAME in ``run`` (wall time, per-stage times, held-out accuracy), ``summary`` (the summary
 table, one value per seed and the largest difference between seeds) and ``provenance``.
+With ``--timing results-timing`` (``make run-timing``: the same DAG from nothing on an idle
+machine, with the load average before and after), also ``timing``: its wall time and the time
+of each stage, per job and summed.
 """
 
 from __future__ import annotations
@@ -160,6 +163,35 @@ def run_table(runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def timing_table(results: Path) -> str:
+    """The ``timing`` block: one run's wall time and each stage's job times."""
+    jobs, seconds = wall_time(mlflow_runs(results))
+    bench = benchmark_seconds(results)
+    found = mlflow_runs(results)
+    commits = sorted({r.data.tags.get("lookright.git_commit", "?")[:7] for r in found})
+    load = [
+        (results / f"loadavg-{when}.txt").read_text().split()[:3]
+        if (results / f"loadavg-{when}.txt").is_file()
+        else ["n/a"] * 3
+        for when in ("before", "after")
+    ]
+    lines = [
+        f"`make run-timing` (`{results}/`, code {', '.join(commits)}, {_cpu_name()}; load "
+        f"average before {' / '.join(load[0])}, after {' / '.join(load[1])} (1/5/15 min)): "
+        f"**{_minutes(seconds)}** wall for {jobs} jobs.",
+        "",
+        "| stage | jobs | mean per job (s) | sum over jobs (s) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for stage in STAGES:
+        times = bench.get(stage, [])
+        if times:
+            lines.append(
+                f"| {stage} | {len(times)} | {statistics.mean(times):.0f} | {sum(times):.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def provenance(runs: list[Path]) -> str:
     lines = []
     cpu = _cpu_name()
@@ -203,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", type=Path, required=True)
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--timing", type=Path, help="a `make run-timing` results folder")
     args = parser.parse_args(argv)
     text = args.readme.read_text()
+    if args.timing is not None:
+        text = replace_block(text, "timing", timing_table(args.timing))
     text = replace_block(text, "run", run_table(args.runs))
     text = replace_block(text, "summary", summary_table(args.runs))
     text = replace_block(text, "provenance", provenance(args.runs))
