@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from lookright.decoding.params import STRATEGIES
-from lookright.report.experiment import format_cell
+from lookright.report.experiment import format_cell, paired
 from lookright.report.statistics import describe, finite
 
 MODEL_ARMS = (
@@ -115,22 +115,19 @@ def method_table(saliency: dict, model: str, source: str, metrics: Sequence[str]
 def weighting_table(by_seed: Path, model: str, source: str, metric: str) -> str:
     """Q6: ``<method>.<weighting>`` − ``<method>`` (uniform) of ``metric``, paired per
     evaluation over the seeds of ``source``; the uniform value's mean in the first column."""
-    values: dict[tuple[str, str], float] = {}
-    for r in pq.read_table(by_seed).to_pylist():
-        if r["model"] == model and r["source"] == source and finite([r.get(metric)]).size:
-            values[(str(r["seed"]), r["method"])] = float(r[metric])
-    methods = sorted({m for _, m in values if "." not in m and m not in ("occlusion", "random")})
-    seeds = sorted({s for s, _ in values})
+    values = {  # (seed, model, map) -> value, the keys report.experiment.paired pairs on
+        (r["seed"], model, r["method"]): float(r[metric])
+        for r in pq.read_table(by_seed).to_pylist()
+        if r["model"] == model and r["source"] == source and finite([r.get(metric)]).size
+    }
+    names = {name for _, _, name in values}
+    methods = sorted(n for n in names if "." not in n and n not in ("occlusion", "random"))
     rows = []
     for method in methods:
-        uniform = [values[(s, method)] for s in seeds if (s, method) in values]
+        uniform = [v for (_, _, name), v in values.items() if name == method]
         cells = [format_cell(describe(uniform)) if uniform else "—"]
         for weighting in WEIGHTINGS:
-            diffs = [
-                values[(s, f"{method}.{weighting}")] - values[(s, method)]
-                for s in seeds
-                if (s, method) in values and (s, f"{method}.{weighting}") in values
-            ]
+            _, diffs = paired(values, model, f"{method}.{weighting}", method)
             positive = sum(d > 0 for d in diffs)
             cells.append(
                 f"{format_cell(describe(diffs))} {positive}/{len(diffs)}" if diffs else "—"

@@ -165,9 +165,9 @@ def run_table(runs: list[Path]) -> str:
 
 def timing_table(results: Path) -> str:
     """The ``timing`` block: one run's wall time and each stage's job times."""
-    jobs, seconds = wall_time(mlflow_runs(results))
-    bench = benchmark_seconds(results)
     found = mlflow_runs(results)
+    jobs, seconds = wall_time(found)
+    bench = benchmark_seconds(results)
     commits = sorted({r.data.tags.get("lookright.git_commit", "?")[:7] for r in found})
     load = [
         (results / f"loadavg-{when}.txt").read_text().split()[:3]

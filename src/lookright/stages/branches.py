@@ -8,7 +8,8 @@ GRPO branches are reward sets (optionally seeded, ``"acc+fmt+sal@2"``); decode b
 with seed 3, for the strategies that sample), and a decode branch's JSON holds only the keys
 its strategy uses.
 
-Only the standard library: the Snakefile imports this before any job runs.
+Only the standard library at import (the Snakefile imports this before any job runs); the
+decode strategies' names come from :mod:`lookright.decoding.params` (no torch) when asked.
 """
 
 from __future__ import annotations
